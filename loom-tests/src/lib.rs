@@ -1,0 +1,1 @@
+//! Loom model checks live in `tests/`; build with `RUSTFLAGS="--cfg loom"`.

@@ -1,0 +1,152 @@
+//! RAII leases: a token that releases itself.
+//!
+//! **Dropping a lease closes the connection** (`release(token, false)`); returning it to the
+//! pool is an explicit [`Lease::release`]`(true)` on the success path. This is the original
+//! design's rule (every error path closes): a lease dropped by `?`, by a panic unwinding or by
+//! a cancelled future may hold a connection in an unknown state (half a request written), and
+//! closing it is the only answer that is always safe. Either way no slot stays `in_use`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use crate::pool::{Pool, Released};
+use crate::sync::Arc;
+use crate::token::{ConnId, Token};
+
+/// A [`Token`] borrowed from a [`Pool`] that closes its connection when dropped unless
+/// [`release`](LeaseOf::release)d with `keep = true`. Derefs to the connection.
+///
+/// ```
+/// use tokenpool::Pool;
+/// let pool = Pool::new(1)?;
+/// pool.release(pool.add(vec![1u8]).unwrap(), true);
+///
+/// let mut lease = pool.acquire_lease().expect("one idle connection");
+/// lease.push(2); // DerefMut to the connection
+/// lease.release(true); // success: back to the pool
+///
+/// let lease = pool.acquire_lease().unwrap();
+/// assert_eq!(*lease, vec![1, 2]);
+/// drop(lease); // no release(true): closed
+/// assert_eq!(pool.stats().empty, 1);
+/// # Ok::<(), tokenpool::Error>(())
+/// ```
+pub type Lease<'a, T> = LeaseOf<&'a Pool<T>, T>;
+
+/// Like [`Lease`], but owns an `Arc` of its pool, so it is `'static` and can move into spawned
+/// tasks. Dropping it closes the connection unless released with `keep = true`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tokenpool::{OwnedLease, Pool};
+/// let pool = Arc::new(Pool::new(1)?);
+/// pool.release(pool.add(0u64).unwrap(), true);
+/// let mut lease = OwnedLease::acquire(&pool).expect("idle connection");
+/// std::thread::spawn(move || {
+///     *lease += 1;
+///     lease.release(true);
+/// }).join().unwrap();
+/// assert_eq!(pool.stats().available, 1);
+/// # Ok::<(), tokenpool::Error>(())
+/// ```
+pub type OwnedLease<T> = LeaseOf<Arc<Pool<T>>, T>;
+
+/// A token together with the pool it belongs to (`P` is `&Pool<T>` for [`Lease`] or
+/// `Arc<Pool<T>>` for [`OwnedLease`]); releases on drop, closing the connection.
+#[must_use = "dropping a lease closes its connection"]
+pub struct LeaseOf<P, T>
+where
+    P: Deref<Target = Pool<T>>,
+{
+    pool: P,
+    token: Option<Token>,
+    _conn: PhantomData<fn() -> T>,
+}
+
+impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
+    /// Wraps a token of `pool`; hands the token back if it is not one of `pool`'s live tokens.
+    pub fn new(pool: P, token: Token) -> Result<Self, Token> {
+        if pool.get(&token).is_none() {
+            return Err(token);
+        }
+        Ok(Self::from_valid(pool, token))
+    }
+
+    /// Wraps a token known to be held in `pool` (just acquired or added).
+    pub(crate) fn from_valid(pool: P, token: Token) -> Self {
+        LeaseOf {
+            pool,
+            token: Some(token),
+            _conn: PhantomData,
+        }
+    }
+
+    /// Releases now: `keep = true` returns the connection to the pool, `false` closes it.
+    pub fn release(mut self, keep: bool) -> Released {
+        match self.token.take() {
+            Some(t) => self.pool.release(t, keep),
+            None => Released::Rejected,
+        }
+    }
+
+    /// Gives up the RAII guard and returns the raw token (to be released by hand).
+    pub fn into_token(mut self) -> Token {
+        self.token.take().expect(HELD)
+    }
+
+    /// The id of the leased connection.
+    pub fn conn_id(&self) -> ConnId {
+        self.token().conn_id()
+    }
+
+    /// The pool this lease belongs to.
+    pub fn pool(&self) -> &P {
+        &self.pool
+    }
+
+    fn token(&self) -> &Token {
+        self.token.as_ref().expect(HELD)
+    }
+}
+
+impl<T> OwnedLease<T> {
+    /// Acquires an available connection of `pool`, or `None` if none is available now.
+    pub fn acquire(pool: &Arc<Pool<T>>) -> Option<Self> {
+        pool.acquire().map(|t| Self::from_valid(pool.clone(), t))
+    }
+}
+
+/// The token is taken only by `release` and `into_token`, which consume the lease.
+const HELD: &str = "a lease owns its token until it is released";
+/// Only the holder moves a held slot out of InUse/Draining, and the lease is the holder.
+const VALID: &str = "a lease's token stays valid until the lease releases it";
+
+impl<P: Deref<Target = Pool<T>>, T> Deref for LeaseOf<P, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.pool.get(self.token()).expect(VALID)
+    }
+}
+
+impl<P: Deref<Target = Pool<T>>, T> DerefMut for LeaseOf<P, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        let token = self.token.as_mut().expect(HELD);
+        self.pool.get_mut(token).expect(VALID)
+    }
+}
+
+impl<P: Deref<Target = Pool<T>>, T> Drop for LeaseOf<P, T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.take() {
+            self.pool.release(t, false);
+        }
+    }
+}
+
+impl<P: Deref<Target = Pool<T>>, T> fmt::Debug for LeaseOf<P, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease").field("token", &self.token).finish()
+    }
+}

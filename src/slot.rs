@@ -1,0 +1,173 @@
+//! One slot: its word and the connection cell it guards, with one function per transition.
+//!
+//! Every transition is a compare-and-swap from an exact expected word (state *and*
+//! generation); see [`SlotState`] for the table. The connection cell is touched only by the
+//! party whose CAS moved the slot into `InUse` (the holder), between that CAS and the CAS that
+//! moves it out of `InUse`/`Draining`.
+
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
+use crate::word::{gen_of, is_held_by, next_gen, pack, state_of, with_state, SlotState};
+
+/// A slot: a word and the connection it guards.
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    word: AtomicU32,
+    conn: UnsafeCell<Option<T>>,
+}
+
+impl<T> Slot<T> {
+    /// An empty slot whose next connection gets generation `next_gen(gen)`.
+    pub(crate) fn new(gen: u32) -> Self {
+        Slot {
+            word: AtomicU32::new(pack(SlotState::Empty, gen)),
+            conn: UnsafeCell::new(None),
+        }
+    }
+
+    /// The current word, for validation and statistics only.
+    #[inline(always)]
+    pub(crate) fn load(&self) -> u32 {
+        // Relaxed: callers only compare the word; whoever then touches the connection has
+        // already synchronized through the CAS that made it the holder (see `try_acquire`),
+        // and a token moved to another thread carries that happens-before with it.
+        self.word.load(Ordering::Relaxed)
+    }
+
+    /// `Available(g)` → `InUse(g)` if the slot is available. Returns the held word.
+    #[inline(always)]
+    pub(crate) fn try_acquire(&self) -> Option<u32> {
+        let cur = self.load();
+        if state_of(cur) != SlotState::Available {
+            return None;
+        }
+        self.acquire_from(cur)
+    }
+
+    /// `Available(g)` → `InUse(g)` from exactly `cur` (an `Available` word), so a caller that
+    /// decided on the connection of generation g never takes another one.
+    #[inline(always)]
+    pub(crate) fn acquire_from(&self, cur: u32) -> Option<u32> {
+        debug_assert_eq!(state_of(cur), SlotState::Available);
+        let held = with_state(cur, SlotState::InUse);
+        // Acquire on success: pairs with the SeqCst (⊇ Release) CAS of `release_keep` (or the
+        // adder's), so the new holder sees every write the previous holder made to the
+        // connection. Relaxed on failure: we touch nothing then.
+        self.word
+            .compare_exchange(cur, held, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| held)
+    }
+
+    /// `Empty(g)` → `InUse(g+1)`: claims the slot for a new connection. Returns the held word.
+    #[inline]
+    pub(crate) fn try_claim_empty(&self) -> Option<u32> {
+        let cur = self.load();
+        if state_of(cur) != SlotState::Empty {
+            return None;
+        }
+        let held = pack(SlotState::InUse, next_gen(gen_of(cur)));
+        // Acquire on success: pairs with the SeqCst (⊇ Release) CAS of `close_held`, so the
+        // previous holder's `take` of the old connection happens before our write of the new.
+        self.word
+            .compare_exchange(cur, held, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| held)
+    }
+
+    /// `InUse(g)` → `Available(g)`. On failure returns the word found: `Draining(g)` when the
+    /// connection was marked for eviction (the caller must then close it), anything else when
+    /// `held` is not this slot's holder.
+    #[inline(always)]
+    pub(crate) fn release_keep(&self, held: u32) -> Result<(), u32> {
+        // SeqCst on success: Release so the next acquirer sees our writes to the connection,
+        // and sequentially consistent because `Waiters::notify_one` follows it with a SeqCst
+        // load of the waiter count (the store-buffering pair of the wake-up protocol).
+        // Relaxed on failure: a draining slot is still ours, and we only read our own writes.
+        self.word
+            .compare_exchange(
+                held,
+                with_state(held, SlotState::Available),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .map(|_| ())
+    }
+
+    /// `InUse(g)` → `Draining(g)`. Returns whether this call marked it.
+    #[inline]
+    pub(crate) fn mark_draining(&self, held: u32) -> bool {
+        // Relaxed: the drainer publishes no data; the holder only needs to *see* the mark in
+        // its release CAS, and a CAS always reads the latest value of the word.
+        self.word
+            .compare_exchange(
+                held,
+                with_state(held, SlotState::Draining),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// `InUse(g)`/`Draining(g)` → `Empty(g)`, taking the connection out first. The caller must
+    /// be the holder of `held` (checked by the caller against the word). Returns the connection
+    /// so that it is dropped outside the slot, after the slot is free again.
+    pub(crate) fn close_held(&self, held: u32) -> Option<T> {
+        // SAFETY: the caller holds the slot (its word is `held` or `held | DRAINING_BIT`), so
+        // no other thread reads or writes `conn` until our CAS below publishes `Empty`.
+        let conn = self.conn.with_mut(|c| unsafe { (*c).take() });
+        let mut cur = held;
+        loop {
+            // SeqCst on success: Release so the next adder's write of a new connection happens
+            // after our `take`, and sequentially consistent for the wake-up protocol (see
+            // `release_keep`). Relaxed on failure: we retry from the word we saw.
+            match self.word.compare_exchange(
+                cur,
+                with_state(held, SlotState::Empty),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return conn,
+                // A drainer marked the slot while we held it: close from `Draining(g)`.
+                Err(seen) if seen != cur && is_held_by(seen, held) => cur = seen,
+                Err(seen) => {
+                    // Only the holder moves a held slot out of InUse/Draining, and we are it.
+                    debug_assert!(false, "held slot changed under its holder: {seen:#x}");
+                    return conn;
+                }
+            }
+        }
+    }
+
+    /// Writes the connection of a freshly claimed slot.
+    ///
+    /// # Safety
+    /// The caller holds the slot (its `try_claim_empty` returned the current held word).
+    #[inline]
+    pub(crate) unsafe fn put(&self, conn: T) {
+        // SAFETY: by the function contract we are the holder; nobody else touches `conn`.
+        self.conn.with_mut(|c| unsafe { *c = Some(conn) });
+    }
+
+    /// Shared access to the connection.
+    ///
+    /// # Safety
+    /// The caller holds the slot for as long as the returned reference lives, and no `&mut`
+    /// to the connection exists meanwhile (the token's borrow rules guarantee it).
+    #[inline(always)]
+    pub(crate) unsafe fn conn_ref<'a>(&'a self) -> Option<&'a T> {
+        // SAFETY: by the function contract no one writes the cell while 'a lasts.
+        self.conn.with(|c| unsafe { (*c).as_ref() })
+    }
+
+    /// Exclusive access to the connection.
+    ///
+    /// # Safety
+    /// The caller holds the slot for as long as the returned reference lives, and no other
+    /// reference to the connection exists meanwhile (the token is borrowed mutably).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn conn_mut<'a>(&'a self) -> Option<&'a mut T> {
+        // SAFETY: by the function contract ours is the only reference while 'a lasts.
+        self.conn.with_mut(|c| unsafe { (*c).as_mut() })
+    }
+}

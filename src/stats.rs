@@ -1,0 +1,40 @@
+//! [`Stats`]: slot counts derived from slot words.
+
+/// How many slots of a backend are in each state, counted from the slot words themselves
+/// (there is no separate counter to drift or underflow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Stats {
+    /// Slots without a connection.
+    pub empty: usize,
+    /// Idle connections, ready to acquire.
+    pub available: usize,
+    /// Connections (or reservations) held by a token.
+    pub in_use: usize,
+    /// Held connections marked to be closed when released.
+    pub draining: usize,
+}
+
+impl Stats {
+    /// All slots (always the pool's capacity).
+    pub fn total(&self) -> usize {
+        self.empty + self.available + self.in_use + self.draining
+    }
+
+    /// Slots that hold a connection or a reservation (`available + in_use + draining`).
+    pub fn occupied(&self) -> usize {
+        self.available + self.in_use + self.draining
+    }
+}
+
+impl std::ops::Add for Stats {
+    type Output = Stats;
+
+    fn add(self, o: Stats) -> Stats {
+        Stats {
+            empty: self.empty + o.empty,
+            available: self.available + o.available,
+            in_use: self.in_use + o.in_use,
+            draining: self.draining + o.draining,
+        }
+    }
+}
