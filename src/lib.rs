@@ -111,6 +111,11 @@ mod token;
 mod wait;
 mod word;
 
+/// The README's examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use checkout::{AcquireWait, Checkout, Reservation};
 pub use connection_pool::{ConnectionPool, MAX_BACKENDS};
 pub use error::{AddError, Error};

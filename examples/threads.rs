@@ -1,0 +1,111 @@
+//! The core pool exercised from several threads, without any network: each thread acquires,
+//! uses and returns connections of two backends, sometimes closes one, sometimes opens one,
+//! while a "health" thread drains connections by id. Prints per-backend stats and checks that
+//! every connection ever opened was closed exactly once.
+//!
+//! ```sh
+//! cargo run --release --example threads -- [threads] [ops-per-thread]
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokenpool::{Checkout, ConnectionPool, Error};
+
+/// A pretend connection that counts how often it is closed.
+struct Conn {
+    requests: u64,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Relaxed: a plain event counter; the join below orders it before the final read.
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = parse(args.next(), 4, "threads");
+    let ops: usize = parse(args.next(), 200_000, "ops-per-thread");
+
+    let pool = Arc::new(ConnectionPool::<Conn>::new(2, 4)?);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (pool, opened, closed) = (&pool, &opened, &closed);
+            s.spawn(move || {
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1);
+                for _ in 0..ops {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let backend = (rng & 1) as usize;
+                    let checkout = pool.acquire_timeout(backend, Duration::from_millis(100));
+                    let mut token = match checkout {
+                        Ok(Checkout::Acquired(token)) => token,
+                        Ok(Checkout::Vacant(reservation)) => {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            reservation.fill(Conn {
+                                requests: 0,
+                                closed: closed.clone(),
+                            })
+                        }
+                        Err(Error::Timeout) => continue,
+                        Err(e) => panic!("unexpected: {e}"),
+                    };
+                    if let Some(conn) = pool.get_mut(&mut token) {
+                        conn.requests += 1;
+                    }
+                    // Every 64th request fails and closes its connection; a "health checker"
+                    // drains some other connection by id every 128th.
+                    let keep = rng % 64 != 0;
+                    if rng % 128 == 1 {
+                        pool.drain(token.conn_id());
+                    }
+                    pool.release(token, keep);
+                }
+            });
+        }
+    });
+
+    let elapsed = start.elapsed();
+    let total = threads * ops;
+    println!(
+        "{threads} threads x {ops} checkouts in {:.2?} ({:.1} M checkouts/s)",
+        elapsed,
+        total as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    for b in 0..pool.backends() {
+        println!("backend {b}: {:?}", pool.stats(b)?);
+    }
+    let open_now = pool.total_stats().occupied();
+    println!(
+        "connections opened: {}, closed: {}, still pooled: {open_now}",
+        opened.load(Ordering::Relaxed),
+        closed.load(Ordering::Relaxed)
+    );
+    drop(pool);
+    let (o, c) = (opened.load(Ordering::Relaxed), closed.load(Ordering::Relaxed));
+    println!("after dropping the pool: opened {o}, closed {c} (each exactly once: {})", o == c);
+    if o != c {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn parse(arg: Option<String>, default: usize, what: &str) -> usize {
+    match arg.map(|a| a.parse()) {
+        None => default,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("{what} must be a positive integer");
+            std::process::exit(2);
+        }
+    }
+}
