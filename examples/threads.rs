@@ -91,8 +91,14 @@ fn main() -> Result<(), Error> {
         closed.load(Ordering::Relaxed)
     );
     drop(pool);
-    let (o, c) = (opened.load(Ordering::Relaxed), closed.load(Ordering::Relaxed));
-    println!("after dropping the pool: opened {o}, closed {c} (each exactly once: {})", o == c);
+    let (o, c) = (
+        opened.load(Ordering::Relaxed),
+        closed.load(Ordering::Relaxed),
+    );
+    println!(
+        "after dropping the pool: opened {o}, closed {c} (each exactly once: {})",
+        o == c
+    );
     if o != c {
         std::process::exit(1);
     }

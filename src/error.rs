@@ -34,12 +34,24 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::UnknownBackend { backend, backends } => {
-                write!(f, "unknown backend {backend}: the pool has {backends} backends")
+                write!(
+                    f,
+                    "unknown backend {backend}: the pool has {backends} backends"
+                )
             }
-            Error::InvalidSize { requested, max, what } => {
-                write!(f, "invalid number of {what}: {requested} (allowed: 1..={max})")
+            Error::InvalidSize {
+                requested,
+                max,
+                what,
+            } => {
+                write!(
+                    f,
+                    "invalid number of {what}: {requested} (allowed: 1..={max})"
+                )
             }
-            Error::PoolFull => f.write_str("pool full: every slot of the backend holds a connection"),
+            Error::PoolFull => {
+                f.write_str("pool full: every slot of the backend holds a connection")
+            }
             Error::NoneAvailable => f.write_str("no connection available"),
             Error::Timeout => f.write_str("timed out waiting for a connection or a free slot"),
         }
@@ -65,7 +77,9 @@ impl<T> AddError<T> {
 
 impl<T> fmt::Debug for AddError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AddError").field("reason", &self.reason).finish_non_exhaustive()
+        f.debug_struct("AddError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
     }
 }
 

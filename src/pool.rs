@@ -375,7 +375,10 @@ mod tests {
     #[test]
     fn new_rejects_zero_and_oversized_pools() {
         assert!(matches!(Pool::<()>::new(0), Err(Error::InvalidSize { .. })));
-        assert!(matches!(Pool::<()>::new(MAX_SLOTS + 1), Err(Error::InvalidSize { .. })));
+        assert!(matches!(
+            Pool::<()>::new(MAX_SLOTS + 1),
+            Err(Error::InvalidSize { .. })
+        ));
         assert_eq!(Pool::<()>::new(MAX_SLOTS).unwrap().capacity(), MAX_SLOTS);
     }
 
@@ -384,7 +387,13 @@ mod tests {
         let drops = counter();
         let pool = Pool::new(1).unwrap();
         let t = pool.add(conn(1, &drops)).unwrap();
-        assert_eq!(pool.stats(), Stats { in_use: 1, ..Stats::default() });
+        assert_eq!(
+            pool.stats(),
+            Stats {
+                in_use: 1,
+                ..Stats::default()
+            }
+        );
         let back = pool.add(conn(2, &drops)).unwrap_err();
         assert_eq!(back.id, 2, "the full pool hands the same connection back");
         assert_eq!(drops.load(Ordering::SeqCst), 0);
@@ -398,10 +407,24 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let t = pool.add(conn(7, &drops)).unwrap();
         assert_eq!(pool.release(t, true), Released::Returned);
-        assert_eq!(pool.stats(), Stats { empty: 1, available: 1, ..Stats::default() });
+        assert_eq!(
+            pool.stats(),
+            Stats {
+                empty: 1,
+                available: 1,
+                ..Stats::default()
+            }
+        );
         let t = pool.acquire().expect("available connection");
         assert_eq!(pool.get(&t).unwrap().id, 7);
-        assert_eq!(pool.stats(), Stats { empty: 1, in_use: 1, ..Stats::default() });
+        assert_eq!(
+            pool.stats(),
+            Stats {
+                empty: 1,
+                in_use: 1,
+                ..Stats::default()
+            }
+        );
         assert!(pool.acquire().is_none(), "the only connection is held");
         assert_eq!(pool.release(t, false), Released::Closed);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
@@ -431,7 +454,11 @@ mod tests {
         assert_eq!(b.release(ta, false), Released::Rejected);
         assert_eq!(drops.load(Ordering::SeqCst), 0, "nothing was dropped");
         assert_eq!(b.get(&tb).unwrap().id, 2);
-        assert_eq!(a.stats().in_use, 1, "the rejected token's slot is still held (leaked)");
+        assert_eq!(
+            a.stats().in_use,
+            1,
+            "the rejected token's slot is still held (leaked)"
+        );
         b.release(tb, true);
     }
 
@@ -466,7 +493,10 @@ mod tests {
         assert!(pool.drain(id));
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert_eq!(pool.stats().empty, 1);
-        assert!(!pool.drain(id), "a closed connection cannot be drained twice");
+        assert!(
+            !pool.drain(id),
+            "a closed connection cannot be drained twice"
+        );
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
@@ -478,11 +508,21 @@ mod tests {
         assert!(pool.drain(t.conn_id()));
         assert_eq!(pool.stats().draining, 1);
         assert_eq!(drops.load(Ordering::SeqCst), 0, "not dropped while held");
-        assert_eq!(pool.get(&t).unwrap().id, 1, "the holder keeps access while draining");
-        assert!(pool.drain(t.conn_id()), "draining again is a no-op that still says yes");
+        assert_eq!(
+            pool.get(&t).unwrap().id,
+            1,
+            "the holder keeps access while draining"
+        );
+        assert!(
+            pool.drain(t.conn_id()),
+            "draining again is a no-op that still says yes"
+        );
         assert_eq!(pool.release(t, true), Released::Closed);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-        assert!(pool.acquire().is_none(), "a drained connection is never handed out again");
+        assert!(
+            pool.acquire().is_none(),
+            "a drained connection is never handed out again"
+        );
         assert_eq!(pool.stats().empty, 1);
     }
 
@@ -524,7 +564,14 @@ mod tests {
         pool.release(idle, true);
         assert_eq!(pool.drain_all(), 2);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.stats(), Stats { empty: 2, draining: 1, ..Stats::default() });
+        assert_eq!(
+            pool.stats(),
+            Stats {
+                empty: 2,
+                draining: 1,
+                ..Stats::default()
+            }
+        );
         assert_eq!(pool.drain_all(), 0, "already draining is not counted again");
         assert_eq!(pool.release(held, true), Released::Closed);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
@@ -547,20 +594,32 @@ mod tests {
     fn evict_idle_closes_only_matching_idle_connections() {
         let drops = counter();
         let pool = Pool::new(3).unwrap();
+        let mut held = None;
         for id in 0..3 {
             let t = pool.add(conn(id, &drops)).unwrap();
             if id < 2 {
                 pool.release(t, true);
             } else {
-                std::mem::forget(t); // held: must not be looked at
+                held = Some(t); // held: must not be looked at
             }
         }
         assert_eq!(pool.evict_idle(|c| c.id == 0), 1);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.stats(), Stats { empty: 1, available: 1, in_use: 1, draining: 0 });
+        assert_eq!(
+            pool.stats(),
+            Stats {
+                empty: 1,
+                available: 1,
+                in_use: 1,
+                draining: 0
+            }
+        );
         let t = pool.acquire().unwrap();
         assert_eq!(pool.get(&t).unwrap().id, 1);
         pool.release(t, true);
+        let held = held.unwrap();
+        assert_eq!(pool.get(&held).unwrap().id, 2);
+        pool.release(held, true);
     }
 
     #[test]

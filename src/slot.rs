@@ -154,8 +154,8 @@ impl<T> Slot<T> {
     /// The caller holds the slot for as long as the returned reference lives, and no `&mut`
     /// to the connection exists meanwhile (the token's borrow rules guarantee it).
     #[inline(always)]
-    pub(crate) unsafe fn conn_ref<'a>(&'a self) -> Option<&'a T> {
-        // SAFETY: by the function contract no one writes the cell while 'a lasts.
+    pub(crate) unsafe fn conn_ref(&self) -> Option<&T> {
+        // SAFETY: by the function contract no one writes the cell while the reference lives.
         self.conn.with(|c| unsafe { (*c).as_ref() })
     }
 
@@ -166,8 +166,8 @@ impl<T> Slot<T> {
     /// reference to the connection exists meanwhile (the token is borrowed mutably).
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn conn_mut<'a>(&'a self) -> Option<&'a mut T> {
-        // SAFETY: by the function contract ours is the only reference while 'a lasts.
+    pub(crate) unsafe fn conn_mut(&self) -> Option<&mut T> {
+        // SAFETY: by the function contract ours is the only reference while it lives.
         self.conn.with_mut(|c| unsafe { (*c).as_mut() })
     }
 }

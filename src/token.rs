@@ -135,6 +135,10 @@ impl fmt::Debug for ConnId {
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "backend {} slot {} generation {}", self.backend, self.slot, self.gen)
+        write!(
+            f,
+            "backend {} slot {} generation {}",
+            self.backend, self.slot, self.gen
+        )
     }
 }

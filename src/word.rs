@@ -35,7 +35,10 @@ pub(crate) const GEN_MAX: u32 = (1 << GEN_BITS) - 1;
 pub(crate) const DRAINING_BIT: u32 = 1;
 
 const _: () = assert!(STATE_BITS + GEN_BITS == u32::BITS);
-const _: () = assert!(GEN_BITS >= 30, "the design promises 2^30 generations per slot");
+const _: () = assert!(
+    GEN_BITS >= 30,
+    "the design promises 2^30 generations per slot"
+);
 const _: () = assert!(SlotState::Draining as u32 == SlotState::InUse as u32 | DRAINING_BIT);
 
 /// The lifecycle of a slot.
@@ -128,7 +131,7 @@ mod tests {
     #[test]
     fn pack_round_trips_every_state_and_edge_generation() {
         for state in ALL {
-            for gen in [0, 1, 2, 0x1234_567, GEN_MAX - 1, GEN_MAX] {
+            for gen in [0, 1, 2, 0x0123_4567, GEN_MAX - 1, GEN_MAX] {
                 let w = pack(state, gen);
                 assert_eq!(state_of(w), state);
                 assert_eq!(gen_of(w), gen);
@@ -146,7 +149,10 @@ mod tests {
     #[test]
     fn with_state_keeps_generation() {
         let w = pack(SlotState::InUse, 77);
-        assert_eq!(with_state(w, SlotState::Draining), pack(SlotState::Draining, 77));
+        assert_eq!(
+            with_state(w, SlotState::Draining),
+            pack(SlotState::Draining, 77)
+        );
         assert_eq!(with_state(w, SlotState::Empty), pack(SlotState::Empty, 77));
     }
 
