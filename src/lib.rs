@@ -87,7 +87,8 @@
 //!   this very code compiled with loom's atomics.
 //!
 //! # Features
-//! - `h2` (default): the HTTP/2 layer on `h2` + `tokio`.
+//! - `h2` (default): the HTTP/2 layer on `h2` + `tokio`: [`h2::H2Pool`], pooled h2c connections
+//!   to backends, with stream multiplexing, health checks and idle/lifetime eviction.
 //! - `loom`: builds the core against loom (used by `loom-tests` with `--cfg loom`).
 #![warn(
     missing_docs,
@@ -102,6 +103,8 @@
 mod checkout;
 mod connection_pool;
 mod error;
+#[cfg(all(feature = "h2", not(loom)))]
+pub mod h2;
 mod lease;
 mod pool;
 mod slot;

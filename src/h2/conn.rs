@@ -1,0 +1,267 @@
+//! One pooled connection ([`Conn`]), the per-connection stream count ([`Shared`]) and the
+//! handles that keep a stream counted ([`ResponseFuture`], [`RecvStream`]).
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::{Pool, Token};
+
+/// What a pool slot holds: the connection's request handle and its shared state.
+pub(crate) struct Conn {
+    /// Only the slot's token holder touches this handle. Streams are opened on *clones* of
+    /// it, so h2 never records a "pending open" stream on it, and `poll_ready` on it never
+    /// registers a waker: it only reports a connection error or a received GOAWAY.
+    pub(crate) send: ::h2::client::SendRequest<Bytes>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// State shared by a connection's slot, its driver task and its open streams.
+pub(crate) struct Shared {
+    /// False once the driver task has seen the connection end (GOAWAY completed, error, EOF).
+    alive: AtomicBool,
+    pub(crate) created: Instant,
+    pub(crate) addr: SocketAddr,
+    /// The backend's pool, to release a parked token when a stream ends.
+    pool: Weak<Pool<Conn>>,
+    streams: Mutex<Streams>,
+}
+
+/// Stream accounting of one connection; see the module docs of [`crate::h2`].
+pub(crate) struct Streams {
+    /// Streams opened through the pool whose response side is still alive.
+    pub(crate) in_flight: usize,
+    /// The stream limit seen when a stream was last opened: `min(peer's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, max_streams_per_connection)`.
+    pub(crate) limit: usize,
+    /// The slot's token while the connection is full: the slot stays `in_use`, so `acquire`
+    /// skips it and waiters wait, until a stream ends and releases it.
+    pub(crate) parked: Option<Token>,
+    /// When a stream was last opened or ended here (for the idle timeout).
+    pub(crate) last_used: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(addr: SocketAddr, pool: Weak<Pool<Conn>>, limit: usize) -> Self {
+        let now = Instant::now();
+        Shared {
+            alive: AtomicBool::new(true),
+            created: now,
+            addr,
+            pool,
+            streams: Mutex::new(Streams {
+                in_flight: 0,
+                limit,
+                parked: None,
+                last_used: now,
+            }),
+        }
+    }
+
+    /// The stream accounting. Nothing panics while holding it, but a poisoned lock is
+    /// recovered rather than propagated: the counts stay consistent under every guard.
+    pub(crate) fn streams(&self) -> MutexGuard<'_, Streams> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the driver task still runs the connection.
+    pub(crate) fn is_alive(&self) -> bool {
+        // Acquire pairs with the Release in `mark_dead`. This is a cheap early check only;
+        // the decision that matters (whether to park a token) re-reads the flag under the
+        // `streams` lock, which `mark_dead` takes after its store.
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Called by the driver task when the connection has ended. Returns the parked token, if
+    /// the connection was full, for the driver to close.
+    pub(crate) fn mark_dead(&self) -> Option<Token> {
+        // Release: see `is_alive`. Any opener that locks `streams` after our lock below sees
+        // `false` (the mutex orders it after this store), so it never parks a token we would
+        // not find.
+        self.alive.store(false, Ordering::Release);
+        self.streams().parked.take()
+    }
+
+    pub(crate) fn pool(&self) -> Option<Arc<Pool<Conn>>> {
+        self.pool.upgrade()
+    }
+}
+
+/// Keeps one stream counted against its connection; dropping it ends the count and, if the
+/// connection was full, hands its slot back to the pool.
+pub(crate) struct StreamTicket {
+    shared: Arc<Shared>,
+}
+
+impl StreamTicket {
+    /// Counts a stream that the caller (holding the slot's token) has just counted in
+    /// `in_flight`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StreamTicket { shared }
+    }
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let parked = {
+            let mut s = self.shared.streams();
+            s.in_flight -= 1;
+            s.last_used = Instant::now();
+            if s.in_flight < s.limit {
+                s.parked.take()
+            } else {
+                None
+            }
+        };
+        if let Some(token) = parked {
+            // The connection has room again: back to the pool (closed instead if it was
+            // drained meanwhile). Without a pool there is nothing to return it to.
+            if let Some(pool) = self.shared.pool() {
+                let _ = pool.release(token, true);
+            }
+        }
+    }
+}
+
+/// The response to a request sent with [`H2Pool::send_request`](super::H2Pool::send_request):
+/// resolves to the response head and a [`RecvStream`] for its body.
+///
+/// It behaves like h2's `client::ResponseFuture` (same output apart from the body type); in
+/// addition, until it and the resulting [`RecvStream`] are dropped, the stream counts against
+/// its connection's stream limit.
+#[must_use = "futures do nothing unless polled; dropping it cancels the stream"]
+pub struct ResponseFuture {
+    inner: ::h2::client::ResponseFuture,
+    ticket: Option<StreamTicket>,
+    addr: SocketAddr,
+}
+
+impl ResponseFuture {
+    pub(crate) fn new(
+        inner: ::h2::client::ResponseFuture,
+        ticket: StreamTicket,
+        addr: SocketAddr,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            ticket: Some(ticket),
+            addr,
+        }
+    }
+
+    /// The HTTP/2 stream id of the request.
+    pub fn stream_id(&self) -> ::h2::StreamId {
+        self.inner.stream_id()
+    }
+
+    /// The address of the backend the request went to.
+    pub fn backend_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<RecvStream>, ::h2::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(response)) => {
+                let ticket = this.ticket.take();
+                let addr = this.addr;
+                Poll::Ready(Ok(response.map(|inner| RecvStream {
+                    inner,
+                    _ticket: ticket,
+                    addr,
+                })))
+            }
+            Poll::Ready(Err(e)) => {
+                // The stream is over: stop counting it now.
+                this.ticket = None;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("stream_id", &self.inner.stream_id())
+            .field("backend_addr", &self.addr)
+            .finish()
+    }
+}
+
+/// The body of a response from [`H2Pool`](super::H2Pool): an `h2::RecvStream` (it derefs to
+/// one, so `data()`, `trailers()`, `flow_control()` work as usual) that keeps its stream
+/// counted against the connection's stream limit until it is dropped.
+pub struct RecvStream {
+    inner: ::h2::RecvStream,
+    _ticket: Option<StreamTicket>,
+    addr: SocketAddr,
+}
+
+impl RecvStream {
+    /// Gives up the pool's accounting and returns the plain h2 body stream: from here on the
+    /// pool no longer counts this stream against its connection.
+    pub fn into_inner(self) -> ::h2::RecvStream {
+        self.inner
+    }
+
+    /// The address of the backend the response came from.
+    pub fn backend_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Deref for RecvStream {
+    type Target = ::h2::RecvStream;
+
+    fn deref(&self) -> &::h2::RecvStream {
+        &self.inner
+    }
+}
+
+impl DerefMut for RecvStream {
+    fn deref_mut(&mut self) -> &mut ::h2::RecvStream {
+        &mut self.inner
+    }
+}
+
+impl fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvStream")
+            .field("inner", &self.inner)
+            .field("backend_addr", &self.addr)
+            .finish()
+    }
+}
+
+/// A waker that does nothing, for polls that are known not to register one.
+struct NoopWaker;
+
+impl Wake for NoopWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Whether `send` can open a stream now: `false` after a GOAWAY or a connection error.
+///
+/// The pooled handle never has a pending-open stream (streams are opened on clones), so
+/// h2's `poll_ready` only checks the connection's error state and never stores the waker:
+/// polling with a no-op waker is a pure query.
+pub(crate) fn accepts_streams(send: &mut ::h2::client::SendRequest<Bytes>) -> bool {
+    static NOOP: OnceLock<Waker> = OnceLock::new();
+    let waker = NOOP.get_or_init(|| Waker::from(Arc::new(NoopWaker)));
+    let mut cx = Context::from_waker(waker);
+    matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+}

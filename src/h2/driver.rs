@@ -1,0 +1,128 @@
+//! Opening connections, the per-connection driver task, and the idle/lifetime sweeper.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::conn::{Conn, Shared};
+use super::{H2Error, Inner};
+use crate::{ConnId, Pool, Reservation, Token};
+
+/// Connects to `addr` (TCP with `TCP_NODELAY`, then the HTTP/2 client handshake, all within
+/// `connect_timeout`), spawns the connection's driver task, and puts the connection into the
+/// reserved slot.
+///
+/// Cancel-safe: if this future is dropped while connecting, the reservation is dropped with
+/// it and the slot is empty again. No await point lies between spawning the driver and
+/// filling the slot.
+pub(super) async fn connect(
+    inner: &Inner,
+    pool: &Arc<Pool<Conn>>,
+    addr: SocketAddr,
+    reservation: Reservation<'_, Conn>,
+) -> Result<Token, H2Error> {
+    let timeout = inner.connect_timeout;
+    let handshake = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| H2Error::Connect { addr, source })?;
+        tcp.set_nodelay(true)
+            .map_err(|source| H2Error::Connect { addr, source })?;
+        inner
+            .h2_builder
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(|source| H2Error::Handshake { addr, source })
+    };
+    let (send, connection) = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| H2Error::ConnectTimeout { addr, timeout })??;
+    let shared = Arc::new(Shared::new(addr, Arc::downgrade(pool), inner.max_streams));
+    // The driver gets the id before the slot is filled: if the connection dies at once, the
+    // driver's `drain` marks the reserved slot, and our release after the first stream
+    // closes it.
+    let id = reservation.conn_id();
+    inner
+        .runtime
+        .spawn(drive(connection, Arc::clone(&shared), id));
+    Ok(reservation.fill(Conn { send, shared }))
+}
+
+/// Runs one connection until it ends (GOAWAY and its last stream done, I/O error, EOF, or
+/// the pool dropped its handle and every stream finished), then takes it out of the pool by
+/// its id: closed now if idle or full, or when its current holder releases it. Streams on
+/// other connections never notice.
+async fn drive(
+    connection: ::h2::client::Connection<TcpStream, Bytes>,
+    shared: Arc<Shared>,
+    id: ConnId,
+) {
+    // The outcome does not matter here: requests on this connection get the error from their
+    // own streams, and new requests go elsewhere either way.
+    let _ = connection.await;
+    let parked = shared.mark_dead();
+    let Some(pool) = shared.pool() else { return };
+    match parked {
+        // Full when it died: we took the slot's token, so we close it.
+        Some(token) => {
+            let _ = pool.release(token, false);
+        }
+        // Idle: closed now. Held by a request being opened: marked, closed at its release.
+        // Already closed (evicted, drained): the stale id matches nothing.
+        None => {
+            pool.drain(id);
+        }
+    }
+}
+
+/// How often the sweeper looks for idle and over-age connections: a quarter of the shorter
+/// timeout, between 10 ms and 5 s.
+pub(super) fn sweep_interval(idle: Duration, lifetime: Duration) -> Duration {
+    (idle.min(lifetime) / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
+/// Closes idle and over-age connections every `every`, until the pool is dropped (`stop`
+/// resolves when its sender, owned by the pool, is dropped).
+pub(super) async fn sweep(pool: Weak<Inner>, mut stop: oneshot::Receiver<()>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        let Some(inner) = pool.upgrade() else { return };
+        inner.evict(Instant::now());
+    }
+}
+
+impl Inner {
+    /// One sweep: closes every idle connection that is dead, older than `max_lifetime`, or
+    /// has carried no stream for `idle_timeout`. Returns how many it closed.
+    ///
+    /// Full connections are `in_use` (parked) and are not looked at; they are idle by
+    /// definition never.
+    pub(super) fn evict(&self, now: Instant) -> usize {
+        let (idle, lifetime) = (self.idle_timeout, self.max_lifetime);
+        (0..self.pools.backends())
+            .filter_map(|b| self.pools.backend(b).ok())
+            .map(|pool| {
+                pool.evict_idle(|conn| {
+                    let shared = &conn.shared;
+                    if !shared.is_alive()
+                        || now.saturating_duration_since(shared.created) >= lifetime
+                    {
+                        return true;
+                    }
+                    let s = shared.streams();
+                    s.in_flight == 0 && now.saturating_duration_since(s.last_used) >= idle
+                })
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,202 @@
+//! [`H2Error`]: everything the HTTP/2 layer can fail with, in one enum.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Why an [`H2Pool`](super::H2Pool) operation failed.
+///
+/// None of these is a panic, and after any of them no slot of the pool stays `in_use`: every
+/// path (including a cancelled future) releases what it held.
+///
+/// [`is_retryable`](H2Error::is_retryable) tells whether the request was certainly not
+/// processed by the backend, so that sending it again (to this or another backend) is safe
+/// even for a non-idempotent request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum H2Error {
+    /// A backend index outside `0..backends`.
+    UnknownBackend {
+        /// The index asked for.
+        backend: usize,
+        /// How many backends the pool has.
+        backends: usize,
+    },
+    /// Opening the TCP connection failed (refused, unreachable, …).
+    Connect {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The TCP connect plus HTTP/2 handshake took longer than the connect timeout.
+    ConnectTimeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The connect timeout that ran out.
+        timeout: Duration,
+    },
+    /// The TCP connection was opened but the HTTP/2 handshake failed.
+    Handshake {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The h2 error.
+        source: ::h2::Error,
+    },
+    /// Every connection slot of the backend stayed busy (each connection carrying as many
+    /// streams as it may, or being opened) for longer than the acquire timeout.
+    AcquireTimeout {
+        /// The backend index.
+        backend: usize,
+        /// The acquire timeout that ran out.
+        timeout: Duration,
+    },
+    /// The connection carrying the request died or was shut down (GOAWAY, I/O error, EOF)
+    /// before the exchange completed. Other connections are not affected.
+    ConnectionLost {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The h2 error that reported it.
+        source: ::h2::Error,
+    },
+    /// An HTTP/2 error that is not the loss of the connection: the stream was reset by the
+    /// peer, the request was malformed, a frame was invalid, …
+    Protocol(::h2::Error),
+    /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
+    /// connection drivers on the runtime it is built in).
+    NoRuntime,
+    /// A builder setting is out of range (for example zero connections per backend).
+    InvalidConfig(String),
+}
+
+impl H2Error {
+    /// Sorts an error reported by h2 for a request on a connection to `addr`: a GOAWAY or an
+    /// I/O error means the connection is gone ([`H2Error::ConnectionLost`]); anything else is
+    /// about the stream or the protocol ([`H2Error::Protocol`]).
+    ///
+    /// Proxies that drive [`ResponseFuture`](super::ResponseFuture) and
+    /// [`RecvStream`](super::RecvStream) themselves can use this to report h2 errors in the
+    /// pool's terms.
+    pub fn from_h2(addr: SocketAddr, err: ::h2::Error) -> H2Error {
+        if err.is_go_away() || err.is_io() {
+            H2Error::ConnectionLost { addr, source: err }
+        } else {
+            H2Error::Protocol(err)
+        }
+    }
+
+    /// True when the backend certainly did not process the request: it was never sent
+    /// (connect failed or timed out, no connection became free in time, unknown backend), or
+    /// the backend refused the stream (`REFUSED_STREAM`, or a GOAWAY that excluded it). Such a
+    /// request can be sent again safely, to this backend or another.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            H2Error::Connect { .. }
+            | H2Error::ConnectTimeout { .. }
+            | H2Error::Handshake { .. }
+            | H2Error::AcquireTimeout { .. } => true,
+            H2Error::ConnectionLost { source, .. } | H2Error::Protocol(source) => {
+                source.reason() == Some(::h2::Reason::REFUSED_STREAM)
+            }
+            H2Error::UnknownBackend { .. } | H2Error::NoRuntime | H2Error::InvalidConfig(_) => {
+                false
+            }
+        }
+    }
+}
+
+impl fmt::Display for H2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            H2Error::UnknownBackend { backend, backends } => {
+                write!(
+                    f,
+                    "unknown backend {backend}: the pool has {backends} backends"
+                )
+            }
+            H2Error::Connect { addr, source } => write!(f, "connecting to {addr} failed: {source}"),
+            H2Error::ConnectTimeout { addr, timeout } => {
+                write!(f, "connecting to {addr} timed out after {timeout:?}")
+            }
+            H2Error::Handshake { addr, source } => {
+                write!(f, "HTTP/2 handshake with {addr} failed: {source}")
+            }
+            H2Error::AcquireTimeout { backend, timeout } => write!(
+                f,
+                "no connection to backend {backend} could take a request within {timeout:?}"
+            ),
+            H2Error::ConnectionLost { addr, source } => {
+                write!(f, "connection to {addr} lost: {source}")
+            }
+            H2Error::Protocol(source) => write!(f, "HTTP/2 error: {source}"),
+            H2Error::NoRuntime => {
+                f.write_str("H2Pool::build must be called from within a tokio runtime")
+            }
+            H2Error::InvalidConfig(what) => write!(f, "invalid H2Pool configuration: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for H2Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            H2Error::Connect { source, .. } => Some(source),
+            H2Error::Handshake { source, .. }
+            | H2Error::ConnectionLost { source, .. }
+            | H2Error::Protocol(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::Error> for H2Error {
+    /// Maps the core pool's errors (only `UnknownBackend` and `InvalidSize` can reach the
+    /// HTTP/2 layer).
+    fn from(e: crate::Error) -> H2Error {
+        match e {
+            crate::Error::UnknownBackend { backend, backends } => {
+                H2Error::UnknownBackend { backend, backends }
+            }
+            other => H2Error::InvalidConfig(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_backend_and_the_cause() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = H2Error::Connect {
+            addr,
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("connecting to 127.0.0.1:9 failed"));
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.is_retryable());
+        let e = H2Error::UnknownBackend {
+            backend: 3,
+            backends: 2,
+        };
+        assert_eq!(e.to_string(), "unknown backend 3: the pool has 2 backends");
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn stream_resets_are_protocol_errors_and_refused_ones_retryable() {
+        // GOAWAY and I/O errors cannot be built outside h2; the integration tests see them.
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let reset = ::h2::Error::from(::h2::Reason::CANCEL);
+        assert!(matches!(
+            H2Error::from_h2(addr, reset),
+            H2Error::Protocol(_)
+        ));
+        let refused = ::h2::Error::from(::h2::Reason::REFUSED_STREAM);
+        assert!(H2Error::from_h2(addr, refused).is_retryable());
+    }
+}

@@ -1,0 +1,478 @@
+//! The HTTP/2 layer: [`H2Pool`], a pool of real h2c connections to a list of backends.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tokenpool::h2::H2Pool;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A tiny h2c backend on a free loopback port that answers "hello" to everything.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     while let Ok((tcp, _)) = listener.accept().await {
+//!         tokio::spawn(async move {
+//!             let mut conn = h2::server::handshake(tcp).await?;
+//!             while let Some((_request, mut respond)) = conn.accept().await.transpose()? {
+//!                 let mut body = respond.send_response(http::Response::new(()), false)?;
+//!                 body.send_data(Bytes::from_static(b"hello"), true)?;
+//!             }
+//!             Ok::<_, h2::Error>(())
+//!         });
+//!     }
+//! });
+//!
+//! // One backend, at most two connections to it.
+//! let pool = H2Pool::builder([addr]).max_connections_per_backend(2).build()?;
+//!
+//! // Whole body in, whole body out:
+//! let request = http::Request::get("http://backend/hello").body(Bytes::new())?;
+//! let response = pool.request(0, request).await?;
+//! assert_eq!(response.body(), "hello");
+//!
+//! // Or streaming: the response future and the request body stream.
+//! let (response, _request_body) =
+//!     pool.send_request(0, http::Request::get("http://backend/").body(())?, true).await?;
+//! let mut body = response.await?.into_body();
+//! let chunk = body.data().await.expect("one chunk")?;
+//! assert_eq!(chunk, "hello");
+//! drop(body); // the stream no longer counts against its connection
+//!
+//! let stats = pool.stats(0)?;
+//! assert_eq!((stats.available, stats.in_use), (1, 0)); // one connection served both
+//! # Ok(()) }
+//! ```
+//!
+//! # How a request finds a connection
+//! Each backend is one [`Pool`](crate::Pool) of [`Conn`ections](crate::ConnectionPool), one
+//! slot per allowed connection. [`H2Pool::send_request`]:
+//! 1. takes an available connection (`acquire`); if it is dead, past its lifetime or has
+//!    received GOAWAY, closes it and takes the next; otherwise
+//! 2. reserves an empty slot (`reserve`), connects (TCP with `TCP_NODELAY`, then the h2
+//!    handshake, bounded by the connect timeout), spawns the connection's driver task and
+//!    fills the slot. Reserving first means two requests never both open a connection for
+//!    the last free slot: the second finds no empty slot and waits. A cancelled connect drops
+//!    its reservation, which empties the slot again; otherwise
+//! 3. waits ([`Pool::acquire_wait`](crate::Pool::acquire_wait), bounded by the acquire
+//!    timeout) until a connection has room for a stream or a slot is free.
+//!
+//! # Multiplexing: what the token stands for
+//! A slot's token is exclusive, but an HTTP/2 connection carries many streams at once. Here
+//! the token stands for *the right to open a stream on the connection*, and the slot's state
+//! says whether the connection has room for one:
+//!
+//! - **available**: the connection carries fewer streams than its limit,
+//!   `min(peer's SETTINGS_MAX_CONCURRENT_STREAMS, max_streams_per_connection)`;
+//! - **in_use**: a request is opening a stream on it right now (for a few hundred
+//!   nanoseconds), or it is **full**.
+//!
+//! A request holds the token only while it opens its stream: it counts the stream in the
+//! connection's `in_flight` counter, sends the request head on a clone of the connection's
+//! `SendRequest`, and releases the token with `keep = true` at once, unless that stream made
+//! the connection full. Then the token is *parked* in the connection, and the slot stays
+//! `in_use`: `acquire` skips the connection without looking at it, and a request that finds
+//! every slot taken waits in the pool's own wait queue. When one of the connection's streams
+//! ends (its [`ResponseFuture`] or [`RecvStream`] is dropped), the stream count drops and the
+//! parked token is released, which wakes exactly one waiter. The count and the parked token
+//! sit under one small per-connection mutex (h2 itself takes a connection-wide mutex for every
+//! stream operation, so this adds no new contention point), which makes "count the end of a
+//! stream" and "park because full" atomic with respect to each other: a token is never parked
+//! on a connection with room, and never released twice.
+//!
+//! So a connection never carries more streams than the backend allows (h2 would queue the
+//! excess inside the connection, behind streams that may be slow, while other connections sit
+//! idle), and requests spread to new connections only when the existing ones are full.
+//!
+//! A stream counts from the moment it is opened until its [`ResponseFuture`] (or, once the
+//! response head arrived, its [`RecvStream`]) is dropped. The request body's
+//! `h2::SendStream` does not count: a stream whose response was dropped while its request
+//! body is still being sent is no longer counted.
+//!
+//! Measured effect (see the crate's `tests/h2_multiplexing.rs`): see the figures there.
+//!
+//! # Health
+//! Each connection has a driver task that runs the h2 connection. When it ends (GOAWAY with
+//! its last stream done, an I/O error, EOF), the task marks the connection dead and drains
+//! *that* connection by its [`ConnId`](crate::ConnId): closed now if idle or full, or when
+//! the request holding it releases it. Before that, a GOAWAY is already seen by the next
+//! request that takes the connection (h2 refuses new streams on it), which closes it and goes
+//! to another connection; streams already running on it finish. A failed connection affects
+//! only the requests on it.
+//!
+//! A sweeper task closes connections that are idle (no stream for the idle timeout) or older
+//! than the maximum lifetime; it stops when the last clone of the [`H2Pool`] is dropped.
+//!
+//! # Errors and cancellation
+//! Every failure is an [`H2Error`]; nothing panics on network conditions. Every path,
+//! including dropping a `send_request` future at any await point, leaves no slot `in_use`:
+//! reservations free their slot on drop, acquire futures pass their wake-up on, and tokens are
+//! held across no await point.
+//!
+//! # TLS
+//! Connections are h2c with prior knowledge (cleartext HTTP/2), as between a proxy and its
+//! backends on a private network. TLS would slot in at the connect step.
+
+mod builder;
+mod conn;
+mod driver;
+mod error;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+pub use builder::{
+    H2PoolBuilder, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECTION_WINDOW, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_BACKEND, DEFAULT_MAX_LIFETIME,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_WINDOW,
+};
+pub use conn::{RecvStream, ResponseFuture};
+pub use error::H2Error;
+
+use crate::{Checkout, ConnectionPool, Pool, Stats, Token};
+use conn::{accepts_streams, Conn, Shared, StreamTicket};
+
+/// A pool of HTTP/2 (h2c) connections to a fixed list of backends, addressed by index.
+///
+/// Cheap to clone (an `Arc` inside); `Send + Sync + 'static`. See the [module docs](self)
+/// for how requests share connections.
+#[derive(Clone)]
+pub struct H2Pool {
+    inner: Arc<Inner>,
+}
+
+/// The pool proper; the sweeper holds a `Weak` to it.
+struct Inner {
+    pools: ConnectionPool<Conn>,
+    addrs: Box<[SocketAddr]>,
+    max_streams: usize,
+    connect_timeout: Duration,
+    acquire_timeout: Duration,
+    idle_timeout: Duration,
+    max_lifetime: Duration,
+    h2_builder: ::h2::client::Builder,
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the pool, which stops the sweeper at once.
+    _stop_sweeper: oneshot::Sender<()>,
+}
+
+impl H2Pool {
+    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address).
+    pub fn builder(backends: impl IntoIterator<Item = SocketAddr>) -> H2PoolBuilder {
+        H2PoolBuilder::new(backends)
+    }
+
+    fn from_builder(b: H2PoolBuilder, runtime: tokio::runtime::Handle) -> Result<H2Pool, H2Error> {
+        let pools = ConnectionPool::new(b.backends.len(), b.max_connections)?;
+        let mut h2_builder = ::h2::client::Builder::new();
+        h2_builder
+            .initial_window_size(b.stream_window)
+            .initial_connection_window_size(b.connection_window)
+            // Until the backend's SETTINGS arrive, h2 would allow unlimited streams.
+            .initial_max_send_streams(b.max_streams);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let inner = Arc::new(Inner {
+            pools,
+            addrs: b.backends.into_boxed_slice(),
+            max_streams: b.max_streams,
+            connect_timeout: b.connect_timeout,
+            acquire_timeout: b.acquire_timeout,
+            idle_timeout: b.idle_timeout,
+            max_lifetime: b.max_lifetime,
+            h2_builder,
+            runtime: runtime.clone(),
+            _stop_sweeper: stop_tx,
+        });
+        let every = driver::sweep_interval(b.idle_timeout, b.max_lifetime);
+        runtime.spawn(driver::sweep(Arc::downgrade(&inner), stop_rx, every));
+        Ok(H2Pool { inner })
+    }
+
+    /// Opens a stream to `backend` on a pooled connection and sends the request head.
+    ///
+    /// Reuses a connection with room for another stream; else reserves an empty slot and
+    /// connects; else waits up to the acquire timeout for room. Returns the response future
+    /// and the request body stream: with `end_of_stream = true` the request has no body (drop
+    /// the `SendStream`); otherwise send the body and trailers on it (h2 buffers data sent
+    /// beyond the flow-control window; use `reserve_capacity`/`poll_capacity` to stream large
+    /// bodies without buffering them).
+    ///
+    /// The stream counts against its connection until the [`ResponseFuture`], or the
+    /// [`RecvStream`] it resolves to, is dropped. Set the request's URI to an absolute one
+    /// (`http://host/path`): h2 sends its scheme and authority as pseudo-headers.
+    ///
+    /// Must be polled within the tokio runtime the pool was built in. Dropping the future at
+    /// any point leaves no slot in use.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`]; [`H2Error::Connect`], [`H2Error::ConnectTimeout`],
+    /// [`H2Error::Handshake`] when a new connection was needed and could not be opened;
+    /// [`H2Error::AcquireTimeout`]; [`H2Error::ConnectionLost`] if the connection failed as
+    /// the stream was being opened (the request was not sent); [`H2Error::Protocol`] if h2
+    /// rejected the request (for example a connection-specific header).
+    pub async fn send_request(
+        &self,
+        backend: usize,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        let inner = &*self.inner;
+        let pool = inner.pools.backend(backend)?;
+        let (token, shared) = inner.checkout(backend, pool).await?;
+        inner.open(pool, token, shared, request, end_of_stream)
+    }
+
+    /// Sends a whole request and collects the whole response body.
+    ///
+    /// An empty body sends the request head with END_STREAM. Trailers of the response are
+    /// ignored. For large bodies, prefer [`send_request`](H2Pool::send_request) and stream.
+    ///
+    /// # Errors
+    /// As [`send_request`](H2Pool::send_request), plus [`H2Error::ConnectionLost`] if the
+    /// connection died before the response was complete and [`H2Error::Protocol`] if the
+    /// backend reset the stream.
+    pub async fn request(
+        &self,
+        backend: usize,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, H2Error> {
+        let (head, body) = request.into_parts();
+        let end_of_stream = body.is_empty();
+        let (response, mut send) = self
+            .send_request(backend, http::Request::from_parts(head, ()), end_of_stream)
+            .await?;
+        let addr = response.backend_addr();
+        let lost = |e| H2Error::from_h2(addr, e);
+        if !end_of_stream {
+            send.send_data(body, true).map_err(lost)?;
+        }
+        let (head, mut body) = response.await.map_err(lost)?.into_parts();
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(lost)?;
+            // Let the backend send more; an error here means the stream is gone, which the
+            // next `data()` reports.
+            let _ = body.flow_control().release_capacity(chunk.len());
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let body = if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        };
+        Ok(http::Response::from_parts(head, body))
+    }
+
+    /// Number of backends.
+    pub fn backends(&self) -> usize {
+        self.inner.addrs.len()
+    }
+
+    /// The address of `backend`, or `None` for an unknown index.
+    pub fn backend_addr(&self, backend: usize) -> Option<SocketAddr> {
+        self.inner.addrs.get(backend).copied()
+    }
+
+    /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
+    /// ones are full or being opened or connected, `draining` ones close when released.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn stats(&self, backend: usize) -> Result<Stats, H2Error> {
+        Ok(self.inner.pools.stats(backend)?)
+    }
+
+    /// Slot counts summed over all backends.
+    pub fn total_stats(&self) -> Stats {
+        self.inner.pools.total_stats()
+    }
+
+    /// Drains every connection of `backend` (for example when it is taken out of service):
+    /// idle ones close now, full or busy ones when released; their running streams finish.
+    /// New requests open new connections. Returns how many connections it closed or marked.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn drain_backend(&self, backend: usize) -> Result<usize, H2Error> {
+        Ok(self.inner.pools.drain_backend(backend)?)
+    }
+
+    /// Closes idle and over-age connections now, as the sweeper does periodically. Returns
+    /// how many it closed.
+    pub fn evict_idle(&self) -> usize {
+        self.inner.evict(Instant::now())
+    }
+}
+
+impl fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (b, addr) in self.inner.addrs.iter().enumerate() {
+            list.entry(&(addr, self.inner.pools.stats(b).ok()));
+        }
+        list.finish()
+    }
+}
+
+impl Inner {
+    /// A connection of `backend` with room for one more stream, counted in its `in_flight`;
+    /// the token is held (not parked) and must be released by the caller without an await
+    /// point in between.
+    async fn checkout(
+        &self,
+        backend: usize,
+        pool: &Arc<Pool<Conn>>,
+    ) -> Result<(Token, Arc<Shared>), H2Error> {
+        // Fast path, no timer: each failed `claim` parks or closes one available connection,
+        // so this loop ends within the pool's capacity.
+        while let Some(checkout) = pool.try_checkout() {
+            match checkout {
+                Checkout::Acquired(token) => {
+                    if let Some(claimed) = self.claim(pool, token) {
+                        return Ok(claimed);
+                    }
+                }
+                Checkout::Vacant(reservation) => {
+                    return self.connect_and_claim(backend, pool, reservation).await;
+                }
+            }
+        }
+        // Every slot is in use (full connections, or ones being opened): wait for one.
+        let timeout = self.acquire_timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let wait = pool.acquire_wait();
+            let checkout = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, wait)
+                    .await
+                    .map_err(|_| H2Error::AcquireTimeout { backend, timeout })?,
+                None => wait.await,
+            };
+            match checkout {
+                Checkout::Acquired(token) => {
+                    if let Some(claimed) = self.claim(pool, token) {
+                        return Ok(claimed);
+                    }
+                }
+                Checkout::Vacant(reservation) => {
+                    return self.connect_and_claim(backend, pool, reservation).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_and_claim(
+        &self,
+        backend: usize,
+        pool: &Arc<Pool<Conn>>,
+        reservation: crate::Reservation<'_, Conn>,
+    ) -> Result<(Token, Arc<Shared>), H2Error> {
+        let addr = self.addrs[backend];
+        let token = driver::connect(self, pool, addr, reservation).await?;
+        // A new connection has room (its limit is at least 1). Were it already dead, sending
+        // on it reports the real error.
+        let shared = match pool.get(&token) {
+            Some(conn) => Arc::clone(&conn.shared),
+            None => unreachable!("a token from `fill` is live until released"),
+        };
+        {
+            let mut s = shared.streams();
+            s.in_flight += 1;
+            s.last_used = Instant::now();
+        }
+        Ok((token, shared))
+    }
+
+    /// Checks an acquired connection and claims a stream on it. On `None` the token was
+    /// dealt with: closed (dead, over age, GOAWAY received) or parked (full).
+    fn claim(&self, pool: &Pool<Conn>, mut token: Token) -> Option<(Token, Arc<Shared>)> {
+        let now = Instant::now();
+        let Some(conn) = pool.get_mut(&mut token) else {
+            unreachable!("a token from `acquire` is live until released")
+        };
+        let healthy = conn.shared.is_alive()
+            && now.saturating_duration_since(conn.shared.created) < self.max_lifetime
+            && accepts_streams(&mut conn.send);
+        let limit = conn
+            .send
+            .current_max_send_streams()
+            .min(self.max_streams)
+            .max(1);
+        let shared = Arc::clone(&conn.shared);
+        if !healthy {
+            let _ = pool.release(token, false);
+            return None;
+        }
+        let mut s = shared.streams();
+        s.limit = limit;
+        if s.in_flight >= limit {
+            // Full (the backend lowered its limit, or a stream ended and then the limit
+            // shrank): park until a stream ends. `in_flight >= 1`, so one will.
+            if shared.is_alive() {
+                s.parked = Some(token);
+            } else {
+                drop(s);
+                let _ = pool.release(token, false);
+            }
+            return None;
+        }
+        s.in_flight += 1;
+        s.last_used = now;
+        drop(s);
+        Some((token, shared))
+    }
+
+    /// Opens the claimed stream and gives the token back: released with `keep`, or parked
+    /// if this stream filled the connection. No await point.
+    fn open(
+        &self,
+        pool: &Pool<Conn>,
+        mut token: Token,
+        shared: Arc<Shared>,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        let Some(conn) = pool.get_mut(&mut token) else {
+            unreachable!("a claimed token is live until released")
+        };
+        // A clone, so that h2 never records a pending-open stream on the pooled handle.
+        let sent = conn.send.clone().send_request(request, end_of_stream);
+        let addr = shared.addr;
+        match sent {
+            Ok((response, body)) => {
+                let ticket = StreamTicket::new(Arc::clone(&shared));
+                let mut s = shared.streams();
+                if s.in_flight >= s.limit && shared.is_alive() {
+                    s.parked = Some(token);
+                } else {
+                    drop(s);
+                    let _ = pool.release(token, shared.is_alive());
+                }
+                Ok((ResponseFuture::new(response, ticket, addr), body))
+            }
+            Err(e) => {
+                shared.streams().in_flight -= 1;
+                let connection_ok = accepts_streams(&mut conn.send);
+                let _ = pool.release(token, connection_ok);
+                Err(if connection_ok {
+                    H2Error::Protocol(e)
+                } else {
+                    H2Error::ConnectionLost { addr, source: e }
+                })
+            }
+        }
+    }
+}
