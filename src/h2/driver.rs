@@ -12,13 +12,18 @@ use super::conn::{Conn, Shared};
 use super::{H2Error, Inner};
 use crate::{ConnId, Pool, Reservation, Token};
 
-/// Connects to `addr` (TCP with `TCP_NODELAY`, then the HTTP/2 client handshake, all within
-/// `connect_timeout`), spawns the connection's driver task, and puts the connection into the
-/// reserved slot.
+/// Connects to `addr` and puts the connection into the reserved slot: TCP with
+/// `TCP_NODELAY`, the HTTP/2 client handshake, the connection's driver task, and one PING
+/// round trip, all within `connect_timeout`.
 ///
-/// Cancel-safe: if this future is dropped while connecting, the reservation is dropped with
-/// it and the slot is empty again. No await point lies between spawning the driver and
-/// filling the slot.
+/// The PING is answered only after the backend's SETTINGS frame (the first frame a server
+/// sends), so when it returns the backend's `SETTINGS_MAX_CONCURRENT_STREAMS` is known and
+/// the first streams never exceed it; it also proves the backend speaks HTTP/2 before a
+/// request is committed to the connection. It costs one round trip per new connection.
+///
+/// Cancel-safe: if this future is dropped, the reservation is dropped with it and the slot
+/// is empty again; a driver already spawned then sees its connection end (no handle, no
+/// stream) and its `drain` by the old id matches nothing.
 pub(super) async fn connect(
     inner: &Inner,
     pool: &Arc<Pool<Conn>>,
@@ -26,29 +31,37 @@ pub(super) async fn connect(
     reservation: Reservation<'_, Conn>,
 ) -> Result<Token, H2Error> {
     let timeout = inner.connect_timeout;
-    let handshake = async {
+    let id = reservation.conn_id();
+    let shared = Arc::new(Shared::new(addr, Arc::downgrade(pool), inner.max_streams));
+    let connect = async {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|source| H2Error::Connect { addr, source })?;
         tcp.set_nodelay(true)
             .map_err(|source| H2Error::Connect { addr, source })?;
-        inner
+        let (send, mut connection) = inner
             .h2_builder
             .handshake::<_, Bytes>(tcp)
             .await
-            .map_err(|source| H2Error::Handshake { addr, source })
+            .map_err(|source| H2Error::Handshake { addr, source })?;
+        let ping_pong = connection.ping_pong();
+        // The driver gets the id before the slot is filled: if the connection dies at once,
+        // its `drain` marks the reserved slot, and the release after the first stream closes
+        // it.
+        inner
+            .runtime
+            .spawn(drive(connection, Arc::clone(&shared), id));
+        if let Some(mut ping_pong) = ping_pong {
+            ping_pong
+                .ping(::h2::Ping::opaque())
+                .await
+                .map_err(|source| H2Error::Handshake { addr, source })?;
+        }
+        Ok::<_, H2Error>(send)
     };
-    let (send, connection) = tokio::time::timeout(timeout, handshake)
+    let send = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| H2Error::ConnectTimeout { addr, timeout })??;
-    let shared = Arc::new(Shared::new(addr, Arc::downgrade(pool), inner.max_streams));
-    // The driver gets the id before the slot is filled: if the connection dies at once, the
-    // driver's `drain` marks the reserved slot, and our release after the first stream
-    // closes it.
-    let id = reservation.conn_id();
-    inner
-        .runtime
-        .spawn(drive(connection, Arc::clone(&shared), id));
     Ok(reservation.fill(Conn { send, shared }))
 }
 
