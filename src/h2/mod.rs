@@ -384,12 +384,13 @@ impl Inner {
         let token = driver::connect(self, pool, addr, reservation).await?;
         // A new connection has room (its limit is at least 1). Were it already dead, sending
         // on it reports the real error.
-        let shared = match pool.get(&token) {
-            Some(conn) => Arc::clone(&conn.shared),
-            None => unreachable!("a token from `fill` is live until released"),
+        let Some(conn) = pool.get(&token) else {
+            unreachable!("a token from `fill` is live until released")
         };
+        let shared = Arc::clone(&conn.shared);
         {
             let mut s = shared.streams();
+            s.limit = self.stream_limit(&conn.send);
             s.in_flight += 1;
             s.last_used = Instant::now();
         }
@@ -406,11 +407,7 @@ impl Inner {
         let healthy = conn.shared.is_alive()
             && now.saturating_duration_since(conn.shared.created) < self.max_lifetime
             && accepts_streams(&mut conn.send);
-        let limit = conn
-            .send
-            .current_max_send_streams()
-            .min(self.max_streams)
-            .max(1);
+        let limit = self.stream_limit(&conn.send);
         let shared = Arc::clone(&conn.shared);
         if !healthy {
             let _ = pool.release(token, false);
@@ -433,6 +430,14 @@ impl Inner {
         s.last_used = now;
         drop(s);
         Some((token, shared))
+    }
+
+    /// How many streams the pool opens on a connection at once: the backend's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (known since the PING in `connect`), capped by
+    /// `max_streams_per_connection`, and at least 1 (a backend that allows 0 streams would
+    /// otherwise park its slot for good; h2 queues the stream instead).
+    fn stream_limit(&self, send: &::h2::client::SendRequest<Bytes>) -> usize {
+        send.current_max_send_streams().min(self.max_streams).max(1)
     }
 
     /// Opens the claimed stream and gives the token back: released with `keep`, or parked

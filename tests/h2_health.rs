@@ -1,0 +1,216 @@
+//! Connection health in `H2Pool`: draining, idle and lifetime eviction, dead connections,
+//! cancelled streams, and the sweeper's lifetime. Backends are real h2c servers on
+//! 127.0.0.1 started here. Waits are on events (server counters), never fixed sleeps.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, head_only, within, Config, Counters, Hold, TestServer};
+use tokenpool::h2::H2Pool;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_backend_closes_idle_connections_now_and_busy_ones_after_their_streams() {
+    let server = TestServer::start(Config {
+        hold: Hold::AfterHead,
+        max_concurrent_streams: Some(1),
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(2)
+        .build()
+        .unwrap();
+    // Connection 1: full with a held stream. Connection 2: idle.
+    let (response, _) = pool
+        .send_request(0, head_only("/hold/a"), true)
+        .await
+        .unwrap();
+    let mut held = response.await.unwrap().into_body();
+    pool.request(0, get("/b")).await.unwrap();
+    assert_eq!(Counters::get(&server.counters.connections), 2);
+    let s = pool.stats(0).unwrap();
+    assert_eq!((s.available, s.in_use), (1, 1), "{s:?}");
+
+    assert_eq!(pool.drain_backend(0).unwrap(), 2);
+    let s = pool.stats(0).unwrap();
+    assert_eq!(
+        (s.empty, s.draining),
+        (1, 1),
+        "idle closed, full one marked: {s:?}"
+    );
+    let c = server.counters.clone();
+    within(
+        10,
+        "idle connection closes",
+        c.wait_until(|c| Counters::get(&c.closed) == 1),
+    )
+    .await;
+
+    // The held stream still finishes; then its connection closes too.
+    server.open_gate();
+    assert_eq!(held.data().await.unwrap().unwrap(), "/hold/a");
+    drop(held);
+    let s = pool.stats(0).unwrap();
+    assert_eq!(s.empty, 2, "{s:?}");
+    within(
+        10,
+        "drained connection closes",
+        c.wait_until(|c| Counters::get(&c.closed) == 2),
+    )
+    .await;
+
+    // New requests open a new connection.
+    pool.request(0, get("/c")).await.unwrap();
+    assert_eq!(Counters::get(&c.connections), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_by_the_sweeper() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()])
+        .idle_timeout(Duration::from_millis(40))
+        .build()
+        .unwrap();
+    pool.request(0, get("/")).await.unwrap();
+    let c = server.counters.clone();
+    within(
+        10,
+        "idle connection closes",
+        c.wait_until(|c| Counters::get(&c.closed) == 1),
+    )
+    .await;
+    let s = pool.stats(0).unwrap();
+    assert_eq!(s.empty, s.total(), "{s:?}");
+    pool.request(0, get("/again")).await.unwrap();
+    assert_eq!(Counters::get(&c.connections), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_connections_are_not_idle_and_over_age_ones_are_replaced() {
+    let server = TestServer::start(Config {
+        hold: Hold::AfterHead,
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .idle_timeout(Duration::from_millis(20))
+        .max_lifetime(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    // A stream stays open past the idle timeout: the connection is not idle.
+    let start = std::time::Instant::now();
+    let (response, _) = pool
+        .send_request(0, head_only("/hold/x"), true)
+        .await
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let c = server.counters.clone();
+    // Past its lifetime the sweeper takes the connection out of the pool even though it is
+    // busy; its running stream is not cut.
+    within(10, "over-age connection leaves the pool", async {
+        while pool.stats(0).unwrap().available == 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "removed at its lifetime, not at the idle timeout"
+    );
+    assert_eq!(
+        Counters::get(&c.closed),
+        0,
+        "the stream keeps its connection open"
+    );
+    server.open_gate();
+    assert_eq!(body.data().await.unwrap().unwrap(), "/hold/x");
+    drop(body);
+    within(
+        10,
+        "old connection closes after its stream",
+        c.wait_until(|c| Counters::get(&c.closed) == 1),
+    )
+    .await;
+    pool.request(0, get("/new")).await.unwrap();
+    assert_eq!(
+        Counters::get(&c.connections),
+        2,
+        "a new connection replaced it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_idle_connection_leaves_the_pool_by_itself() {
+    let mut server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    pool.request(0, get("/")).await.unwrap();
+    assert_eq!(pool.stats(0).unwrap().available, 1);
+    server.kill().await;
+    // The connection's driver sees EOF and drains it by its id.
+    within(10, "driver drains the dead connection", async {
+        while pool.stats(0).unwrap().empty != pool.stats(0).unwrap().total() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(pool.stats(0).unwrap().in_use, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_response_frees_its_stream() {
+    let server = TestServer::start(Config {
+        max_concurrent_streams: Some(1),
+        hold: Hold::BeforeHead,
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (response, _) = pool
+        .send_request(0, head_only("/hold/1"), true)
+        .await
+        .unwrap();
+    assert_eq!(pool.stats(0).unwrap().in_use, 1, "the only stream is taken");
+    drop(response); // the caller gave up: h2 resets the stream
+    let s = pool.stats(0).unwrap();
+    assert_eq!((s.available, s.in_use), (1, 0), "{s:?}");
+    let resp = within(10, "next request", pool.request(0, get("/next")))
+        .await
+        .unwrap();
+    assert_eq!(resp.body(), "/next");
+}
+
+#[test]
+fn sweeper_stops_when_the_pool_is_dropped() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let pool = H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
+            .build()
+            .unwrap();
+        assert_eq!(metrics.num_alive_tasks(), before + 1, "the sweeper runs");
+        let clone = pool.clone();
+        drop(pool);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            before + 1,
+            "a clone keeps it running"
+        );
+        drop(clone);
+        within(10, "sweeper exits", async {
+            while metrics.num_alive_tasks() > before {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    });
+}

@@ -1,0 +1,80 @@
+//! Measures what multiplexing buys: requests/s with 64 requests in flight over a pool of 4
+//! connections, when a connection carries up to 100 streams at once (the token is held only
+//! while a stream is opened) versus one stream at a time (`max_streams_per_connection(1)`:
+//! the token stays with the request until its response has been read, as if held for the
+//! whole request). Not a test of speed (no timing is asserted): run it by hand, in release:
+//!
+//! ```text
+//! cargo test --release --test h2_multiplexing -- --ignored --nocapture
+//! ```
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, Config, TestServer};
+use tokenpool::h2::H2Pool;
+
+const IN_FLIGHT: usize = 64;
+const REQUESTS: usize = 40_000;
+
+async fn run(server: &TestServer, streams_per_connection: usize) -> f64 {
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(4)
+        .max_streams_per_connection(streams_per_connection)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Warm up: open the connections.
+    let warm: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.request(0, get("/warm")).await.unwrap() })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
+    }
+    let start = Instant::now();
+    let workers: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..REQUESTS / IN_FLIGHT {
+                    let resp = pool.request(0, get("/m")).await.unwrap();
+                    assert_eq!(resp.body(), "/m");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let rate = REQUESTS as f64 / start.elapsed().as_secs_f64();
+    let s = pool.stats(0).unwrap();
+    assert_eq!(s.in_use, 0);
+    rate
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand with --release --ignored --nocapture"]
+async fn multiplexed_streams_versus_one_stream_per_connection() {
+    for delay_us in [0u64, 1000] {
+        let server = TestServer::start(Config {
+            delay: Duration::from_micros(delay_us),
+            ..Config::default()
+        })
+        .await;
+        for round in 0..3 {
+            let shared = run(&server, 100).await;
+            let exclusive = run(&server, 1).await;
+            println!(
+                "backend delay {delay_us} us, round {round}: 64 in flight, 4 connections: \
+                 up to 100 streams/connection {shared:.0} req/s, \
+                 1 stream/connection (token held for the request) {exclusive:.0} req/s, \
+                 ratio {:.2}",
+                shared / exclusive
+            );
+        }
+    }
+}
