@@ -1,0 +1,410 @@
+//! The one-command demo: `cargo run --release --example demo`.
+//!
+//! In one process: two loopback h2c backends, the reverse proxy from `examples/proxy` (same
+//! code) with its `H2Pool`, and an h2c load generator driving many concurrent streams through
+//! the proxy. Mid-run, backend 0 sends GOAWAY on its connections and backend 1 is restarted
+//! (listener and connections closed, then bound again on the same port). At the end it prints
+//! requests/s, latency p50/p99, the per-backend pool stats and `lost: N`, the requests that
+//! neither got a response nor a counted error; the exit code is non-zero unless that is 0.
+
+#[path = "../proxy/backend.rs"]
+mod backend;
+mod loadgen;
+#[path = "../proxy/server.rs"]
+mod server;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenpool::h2::H2Pool;
+use tokio::time::Instant;
+
+use backend::Backend;
+use loadgen::{LoadConfig, LoadGen, Outcome, Snapshot};
+
+const USAGE: &str = "\
+usage: demo [options]
+
+Starts two loopback h2c backends, the reverse proxy (tokenpool::h2::H2Pool) and an h2c load
+generator in one process; mid-run backend 0 sends GOAWAY and backend 1 restarts; then prints
+requests/s, latency p50/p99, per-backend pool stats and `lost: N` (exit code 1 unless 0).
+
+options:
+  --duration SECS               how long the load runs (default 6)
+  --connections N               load generator connections to the proxy (default 4)
+  --streams N                   concurrent streams per connection (default 32)
+  --post-every N                every Nth request of a stream is an echoed POST (default 10; 0 = never)
+  --threads N                   tokio worker threads (default: number of CPUs)
+  --max-conns-per-backend N     pooled connections per backend (default 4)
+  --backend-max-streams N       SETTINGS_MAX_CONCURRENT_STREAMS of the backends (default 128)
+  -h, --help                    this text";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    duration: Duration,
+    connections: usize,
+    streams: usize,
+    post_every: u64,
+    threads: usize,
+    max_conns: usize,
+    backend_max_streams: u32,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Opts>, String> {
+    let mut o = Opts {
+        duration: Duration::from_secs(6),
+        connections: 4,
+        streams: 32,
+        post_every: 10,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        max_conns: 4,
+        backend_max_streams: backend::DEFAULT_MAX_STREAMS,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, mut inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || {
+            inline
+                .take()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--duration" => {
+                let v = value()?;
+                o.duration = match v.parse::<f64>() {
+                    Ok(s) if s > 0.0 && s <= 3600.0 => Duration::from_secs_f64(s),
+                    _ => return Err(format!("--duration needs seconds in (0, 3600], got '{v}'")),
+                }
+            }
+            "--connections" => o.connections = positive(&flag, &value()?)?,
+            "--streams" => o.streams = positive(&flag, &value()?)?,
+            "--post-every" => {
+                let v = value()?;
+                o.post_every = v
+                    .parse()
+                    .map_err(|_| format!("--post-every needs a number (0 = never), got '{v}'"))?;
+            }
+            "--threads" => o.threads = positive(&flag, &value()?)?,
+            "--max-conns-per-backend" => o.max_conns = positive(&flag, &value()?)?,
+            "--backend-max-streams" => {
+                let v = value()?;
+                o.backend_max_streams = match v.parse::<u32>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "--backend-max-streams needs a positive integer, got '{v}'"
+                        ))
+                    }
+                }
+            }
+            _ => return Err(format!("unknown argument '{flag}'")),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn positive(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 && n <= 100_000 => Ok(n),
+        _ => Err(format!("{flag} needs a positive integer, got '{value}'")),
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("demo: {e}\n(see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(lost) => {
+            eprintln!("demo: FAILED: {lost} requests lost");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// How long backend 1 stays down during its restart.
+const RESTART_DOWNTIME: Duration = Duration::from_millis(300);
+
+/// How long in-flight requests get to finish after the load stops before they count as lost.
+const FINISH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the demo; returns the number of lost requests.
+async fn run(o: Opts) -> Result<u64, String> {
+    let b0 = Backend::start_with(LOOPBACK, "backend-0", o.backend_max_streams, Arc::default())
+        .await
+        .map_err(|e| format!("backend 0: {e}"))?;
+    let b1 = Backend::start_with(LOOPBACK, "backend-1", o.backend_max_streams, Arc::default())
+        .await
+        .map_err(|e| format!("backend 1: {e}"))?;
+    let pool = H2Pool::builder([b0.addr(), b1.addr()])
+        .max_connections_per_backend(o.max_conns)
+        .connect_timeout(Duration::from_millis(500))
+        .acquire_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| format!("pool: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(LOOPBACK)
+        .await
+        .map_err(|e| format!("proxy listener: {e}"))?;
+    let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let proxy = server::Proxy::new(pool);
+    let (stop_proxy, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(server::serve(listener, Arc::clone(&proxy), async {
+        let _ = stopped.await;
+    }));
+
+    println!(
+        "demo: backends {} and {} (h2c, max {} streams/conn), proxy on {proxy_addr} \
+         ({} worker threads, {} conns/backend)",
+        b0.addr(),
+        b1.addr(),
+        o.backend_max_streams,
+        o.threads,
+        o.max_conns
+    );
+    println!(
+        "demo: load: {} h2c connections x {} concurrent streams for {:.1} s, every {} request a POST /echo",
+        o.connections,
+        o.streams,
+        o.duration.as_secs_f64(),
+        if o.post_every == 0 { "no".to_string() } else { format!("{}th", o.post_every) }
+    );
+
+    let load = LoadGen::start(LoadConfig {
+        target: proxy_addr,
+        connections: o.connections,
+        streams: o.streams,
+        post_every: o.post_every,
+    })
+    .await?;
+
+    let start = Instant::now();
+    let end = start + o.duration;
+    let goaway_at = start + o.duration.mul_f64(0.35);
+    let restart_at = start + o.duration.mul_f64(0.6);
+    let mut next_tick = start + Duration::from_secs(1);
+    let mut last = Snapshot::default();
+    let mut last_t = start;
+    let mut goaway_done = false;
+    let mut b1 = Some(b1);
+    let mut restarting = None;
+
+    loop {
+        let mut wake = end.min(next_tick);
+        if !goaway_done {
+            wake = wake.min(goaway_at);
+        }
+        if b1.is_some() {
+            wake = wake.min(restart_at);
+        }
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        let t = now.duration_since(start).as_secs_f64();
+        if !goaway_done && now >= goaway_at {
+            goaway_done = true;
+            b0.goaway();
+            println!("[{t:5.1}s] event: backend 0 sends GOAWAY on all its connections");
+        }
+        if now >= restart_at {
+            if let Some(b) = b1.take() {
+                println!(
+                    "[{t:5.1}s] event: backend 1 restarts (listener and connections closed, \
+                     back on the same port after {} ms)",
+                    RESTART_DOWNTIME.as_millis()
+                );
+                restarting = Some(tokio::spawn(b.restart(RESTART_DOWNTIME)));
+            }
+        }
+        if now >= next_tick {
+            let snap = load.counters().snapshot();
+            let dt = now.duration_since(last_t).as_secs_f64();
+            let rate = (snap.finished() - last.finished()) as f64 / dt;
+            println!(
+                "[{t:5.1}s] {rate:8.0} req/s  ok {:>8}  errors {:>5}  in flight {:>4}  pools: {}",
+                snap.ok(),
+                snap.errors(),
+                snap.unfinished(),
+                pool_line(&proxy)
+            );
+            last = snap;
+            last_t = now;
+            next_tick += Duration::from_secs(1);
+        }
+        if now >= end {
+            break;
+        }
+    }
+
+    let load_counters = Arc::clone(load.counters());
+    let result = load.finish(FINISH_DEADLINE).await;
+    let load_samples = load_counters.bad_gateway_samples();
+    let elapsed = start.elapsed().as_secs_f64();
+    let b1 = match restarting {
+        Some(task) => match task.await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(e)) => {
+                eprintln!("demo: backend 1 restart: {e}");
+                None
+            }
+            Err(e) => {
+                eprintln!("demo: backend 1 restart task failed: {e}");
+                None
+            }
+        },
+        None => b1,
+    };
+
+    // Streams hold a pool slot only briefly; wait (bounded) until every slot is idle again.
+    let idle_deadline = Instant::now() + Duration::from_secs(3);
+    let idle = loop {
+        let busy: usize = (0..proxy.pool().backends())
+            .filter_map(|b| proxy.pool().stats(b).ok())
+            .map(|s| s.in_use + s.draining)
+            .sum();
+        if busy == 0 {
+            break true;
+        }
+        if Instant::now() >= idle_deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let c = result.counts;
+    let lost = c.unfinished();
+    println!();
+    println!("demo: results after {elapsed:.2} s");
+    println!(
+        "  requests: {} started, {} ok, {} errors; {:.0} requests/s ({:.0} ok/s)",
+        c.started,
+        c.ok(),
+        c.errors(),
+        c.finished() as f64 / elapsed,
+        c.ok() as f64 / elapsed
+    );
+    let lat = &result.latencies_us;
+    println!(
+        "  latency (ok requests): p50 {}  p99 {}  max {}",
+        fmt_us(percentile(lat, 0.50)),
+        fmt_us(percentile(lat, 0.99)),
+        fmt_us(lat.last().copied())
+    );
+    let errors: Vec<String> = Outcome::ALL[1..]
+        .iter()
+        .filter(|o| c.outcomes[**o as usize] > 0)
+        .map(|o| format!("{} {}", o.label(), c.outcomes[*o as usize]))
+        .collect();
+    println!(
+        "  errors by category: {}",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    );
+    for reason in load_samples {
+        println!("    e.g. {reason}");
+    }
+    println!(
+        "  backends answered: backend 0 {}, backend 1 {}; client connections opened: {}",
+        b0.requests(),
+        b1.as_ref().map_or(0, |b| b.requests()),
+        c.connects
+    );
+    for line in proxy.report().lines() {
+        println!("  {line}");
+    }
+    println!(
+        "  pool slots idle after the run: {}",
+        if idle {
+            "yes"
+        } else {
+            "NO (a slot stayed in use)"
+        }
+    );
+    if result.stuck_workers > 0 {
+        println!(
+            "  {} load workers were still waiting {} s after the load stopped",
+            result.stuck_workers,
+            FINISH_DEADLINE.as_secs()
+        );
+    }
+    println!("lost: {lost}");
+
+    let _ = stop_proxy.send(());
+    match serve.await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("demo: proxy: some client connections outlived the shutdown grace period")
+        }
+        Err(e) => eprintln!("demo: proxy task failed: {e}"),
+    }
+    b0.stop().await;
+    if let Some(b) = b1 {
+        b.stop().await;
+    }
+    Ok(lost)
+}
+
+fn pool_line(proxy: &server::Proxy) -> String {
+    (0..proxy.pool().backends())
+        .map(|b| match proxy.pool().stats(b) {
+            Ok(s) => format!(
+                "b{b} avail {} in_use {} draining {}",
+                s.available, s.in_use, s.draining
+            ),
+            Err(e) => format!("b{b} {e}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    Some(sorted[idx])
+}
+
+fn fmt_us(us: Option<u32>) -> String {
+    match us {
+        Some(us) if us >= 1000 => format!("{:.2} ms", f64::from(us) / 1000.0),
+        Some(us) => format!("{us} us"),
+        None => "-".to_string(),
+    }
+}

@@ -1,0 +1,197 @@
+//! A multi-threaded HTTP/2 reverse proxy on `tokenpool::h2::H2Pool`.
+//!
+//! ```text
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
+//!     --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 [--threads N] [--max-conns-per-backend N]
+//! ```
+//!
+//! Clients speak h2c (prior knowledge) or HTTP/1.1; backends speak h2c. Each request goes to
+//! the next backend round robin, skipping backends that fail; see `server.rs` for the details.
+//! Ctrl-C stops accepting, lets open requests finish, and prints per-backend pool stats.
+
+mod server;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokenpool::h2::H2Pool;
+
+const USAGE: &str = "\
+usage: proxy --backend ADDR [--backend ADDR ...] [options]
+
+A multi-threaded HTTP/2 reverse proxy: accepts h2c (prior knowledge) and HTTP/1.1
+clients and forwards each request round robin to h2c backends through tokenpool's H2Pool.
+
+options:
+  --listen ADDR                 address to listen on (default 127.0.0.1:8080)
+  --backend ADDR                an h2c backend, IP:PORT (repeat for more; at least one)
+  --threads N                   tokio worker threads (default: number of CPUs)
+  --max-conns-per-backend N     pooled connections per backend (default 4)
+  --connect-timeout-ms MS       backend connect timeout (default 1000)
+  --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
+  -h, --help                    this text
+
+Ctrl-C shuts down cleanly and prints per-backend pool stats.";
+
+#[derive(Debug)]
+struct Args {
+    listen: SocketAddr,
+    backends: Vec<SocketAddr>,
+    threads: usize,
+    max_conns: usize,
+    connect_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+/// `Ok(None)` means `--help` was asked for.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        backends: Vec::new(),
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        max_conns: 4,
+        connect_timeout: Duration::from_millis(1000),
+        acquire_timeout: Duration::from_millis(2000),
+    };
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, mut inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        };
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        let mut value = || {
+            inline
+                .take()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--listen" => parsed.listen = parse_addr(&flag, &value()?)?,
+            "--backend" => parsed.backends.push(parse_addr(&flag, &value()?)?),
+            "--threads" => parsed.threads = parse_positive(&flag, &value()?)?,
+            "--max-conns-per-backend" => parsed.max_conns = parse_positive(&flag, &value()?)?,
+            "--connect-timeout-ms" => parsed.connect_timeout = parse_millis(&flag, &value()?)?,
+            "--acquire-timeout-ms" => parsed.acquire_timeout = parse_millis(&flag, &value()?)?,
+            _ => return Err(format!("unknown argument '{flag}'")),
+        }
+    }
+    if parsed.backends.is_empty() {
+        return Err("at least one --backend ADDR is required".to_string());
+    }
+    Ok(Some(parsed))
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("{flag} needs an IP:PORT address such as 127.0.0.1:9001, got '{value}'")
+    })
+}
+
+fn parse_positive(flag: &str, value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} needs a positive integer, got '{value}'")),
+    }
+}
+
+fn parse_millis(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_millis(n)),
+        _ => Err(format!(
+            "{flag} needs a positive number of milliseconds, got '{value}'"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("proxy: {e}\n(see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("proxy: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let pool = H2Pool::builder(args.backends.iter().copied())
+        .max_connections_per_backend(args.max_conns)
+        .connect_timeout(args.connect_timeout)
+        .acquire_timeout(args.acquire_timeout)
+        .build()
+        .map_err(|e| format!("invalid pool configuration: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "proxy: listening on {local} (h2c prior knowledge and HTTP/1.1), {} worker threads, \
+         up to {} connections per backend",
+        args.threads, args.max_conns
+    );
+    for (i, b) in args.backends.iter().enumerate() {
+        println!("  backend {i}: {b}");
+    }
+    let proxy = server::Proxy::new(pool);
+    let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
+    println!("proxy: shutting down");
+    if !all_closed {
+        println!(
+            "proxy: some client connections were still open after {:?}; closing them",
+            server::SHUTDOWN_GRACE
+        );
+    }
+    print!("{}", proxy.report());
+    Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    // Without a Ctrl-C handler, run until killed rather than stop at once.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    () = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => ctrl_c.await,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
