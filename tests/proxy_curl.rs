@@ -1,12 +1,15 @@
 //! The proxy example's service (`examples/proxy/server.rs`, included here) in front of real
-//! h2c backends (`examples/proxy/backend.rs`), driven by a real client: curl, over h2c with
-//! prior knowledge and over HTTP/1.1.
+//! h2c backends (`examples/proxy/backend.rs`), driven by real clients: curl, over h2c with
+//! prior knowledge and over HTTP/1.1, raw bytes, and the demo's h2c load generator
+//! (`examples/demo/loadgen.rs`) while backends send GOAWAY and restart.
 //!
-//! These tests need the `curl` binary; without it they fail and say how to install it.
+//! The curl tests need the `curl` binary; without it they fail and say how to install it.
 #![cfg(feature = "h2")]
 
 #[path = "../examples/proxy/backend.rs"]
 mod backend;
+#[path = "../examples/demo/loadgen.rs"]
+mod loadgen;
 #[path = "../examples/proxy/server.rs"]
 mod server;
 
@@ -191,6 +194,20 @@ async fn curl_h2c_prior_knowledge_gets_backend_body_and_echo() {
         assert_eq!(r.status, 200);
         assert_eq!(String::from_utf8_lossy(&r.body), "backend-a GET /hello\n");
 
+        // A small body (read whole by the proxy, so it could be replayed) echoed back.
+        let r = curl(
+            args(&[
+                "--http2-prior-knowledge",
+                "--data-binary",
+                "small body",
+                &proxy.url("/echo"),
+            ]),
+            None,
+        )
+        .await;
+        assert_eq!((r.version.as_str(), r.status), ("2", 200));
+        assert_eq!(String::from_utf8_lossy(&r.body), "small body");
+
         // A request body larger than the stream window, streamed through and echoed back.
         let body = big_body();
         let r = curl(
@@ -210,10 +227,10 @@ async fn curl_h2c_prior_knowledge_gets_backend_body_and_echo() {
         assert!(r.body == body, "echoed body differs");
 
         let c = proxy.stop().await;
-        assert_eq!(c.requests, 2);
-        assert_eq!(c.forwarded, vec![2]);
+        assert_eq!(c.requests, 3);
+        assert_eq!(c.forwarded, vec![3]);
         assert_eq!(c.bad_gateway, 0);
-        assert_eq!(b.requests(), 2);
+        assert_eq!(b.requests(), 3);
         b.stop().await;
     })
     .await
@@ -336,6 +353,149 @@ async fn round_robin_skips_a_backend_that_is_down() {
         assert_eq!(c.forwarded, vec![0, 4]);
         assert_eq!(b.requests(), 4);
         b.stop().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_connect_get_errors_and_the_proxy_keeps_serving() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tokio::time::timeout(TEST_LIMIT, async {
+        let b = Backend::start(LOOPBACK, "backend-c")
+            .await
+            .expect("backend");
+        let proxy = RunningProxy::start(&[b.addr()]).await;
+
+        // Not HTTP at all: hyper answers 400 (or just closes); either way the connection ends.
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(b"\x00\x01garbage \xff\xfe\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = Vec::new();
+        let _ = tcp.read_to_end(&mut reply).await;
+        assert!(
+            reply.is_empty() || reply.starts_with(b"HTTP/1.1 400"),
+            "unexpected reply to garbage: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+
+        // A broken HTTP/2 preface.
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n\x00\x00\x00\x09\x00\x00\x00\x00\x00")
+            .await
+            .expect("write");
+        let _ = tcp.read_to_end(&mut Vec::new()).await;
+
+        // CONNECT is refused, not forwarded.
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).await.expect("CONNECT answer");
+        assert_eq!(&head, b"HTTP/1.1 405");
+        drop(tcp);
+
+        // Still serving.
+        let r = curl(
+            args(&["--http2-prior-knowledge", &proxy.url("/after")]),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(String::from_utf8_lossy(&r.body), "backend-c GET /after\n");
+
+        let c = proxy.stop().await;
+        assert_eq!(c.forwarded, vec![1]);
+        assert_eq!(b.requests(), 1);
+        b.stop().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+/// Polls `cond` until it holds, failing the test with `what` after `limit`.
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The demo's scenario, driven by progress instead of a clock: under load from many
+/// concurrent h2c streams (GETs and echoed POSTs), backend 0 sends GOAWAY and backend 1 is
+/// stopped and started again on its port. Every request must end answered or with a counted
+/// error, the only errors allowed are 502s for streamed-through POSTs cut off by the restart,
+/// and both backends must serve again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_and_restart_under_load_lose_no_request() {
+    use loadgen::{LoadConfig, LoadGen, Outcome};
+    tokio::time::timeout(TEST_LIMIT, async {
+        let b0 = Backend::start(LOOPBACK, "backend-0")
+            .await
+            .expect("backend 0");
+        let b1 = Backend::start(LOOPBACK, "backend-1")
+            .await
+            .expect("backend 1");
+        let proxy = RunningProxy::start(&[b0.addr(), b1.addr()]).await;
+        let load = LoadGen::start(LoadConfig {
+            target: proxy.addr,
+            connections: 2,
+            streams: 16,
+            post_every: 4,
+        })
+        .await
+        .expect("load generator connects");
+        let counters = Arc::clone(load.counters());
+        let ok = move || counters.snapshot().ok();
+        let limit = Duration::from_secs(20);
+
+        wait_until("200 requests succeeded", limit, || ok() >= 200).await;
+        let b0_before = b0.requests();
+        b0.goaway();
+        let mark = ok();
+        wait_until("backend 0 served 200 more after its GOAWAY", limit, || {
+            b0.requests() >= b0_before + 200
+        })
+        .await;
+        wait_until("200 more requests succeeded", limit, || ok() >= mark + 200).await;
+
+        let b1 = b1
+            .restart(Duration::from_millis(100))
+            .await
+            .expect("restart backend 1");
+        let b1_before = b1.requests();
+        wait_until("restarted backend 1 served 200 requests", limit, || {
+            b1.requests() >= b1_before + 200
+        })
+        .await;
+
+        let result = load.finish(Duration::from_secs(10)).await;
+        let c = result.counts;
+        assert_eq!(result.stuck_workers, 0);
+        assert_eq!(c.unfinished(), 0, "lost requests: {c:?}");
+        for o in Outcome::ALL {
+            if !matches!(o, Outcome::Ok | Outcome::BadGateway) {
+                assert_eq!(c.outcomes[o as usize], 0, "{}: {c:?}", o.label());
+            }
+        }
+        // Only requests in flight on backend 1 when it was killed can fail: at most one per
+        // concurrent stream.
+        assert!(c.outcomes[Outcome::BadGateway as usize] <= 32, "{c:?}");
+        assert!(c.ok() >= 600);
+
+        let p = proxy.stop().await;
+        assert_eq!(p.requests, c.started);
+        b0.stop().await;
+        b1.stop().await;
     })
     .await
     .expect("test finished within its time limit");

@@ -6,6 +6,7 @@
 //! in exactly one outcome (`ok` or one error category) when it ends, so
 //! `started - finished` is the number of requests that neither got a response nor a counted
 //! error: the demo's `lost`.
+#![allow(dead_code)] // also included by tests/proxy_curl.rs, which uses less of it
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -192,6 +192,12 @@ impl Proxy {
         // Relaxed: statistics only.
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 Method Not Allowed: this proxy does not tunnel (CONNECT)\n".to_string(),
+            );
+        }
         let head = match upstream_head(&parts, client) {
             Ok(h) => h,
             Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
@@ -404,6 +410,8 @@ impl UpstreamHead {
 fn upstream_head(parts: &http::request::Parts, client: SocketAddr) -> Result<UpstreamHead, String> {
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    // hyper already answered any `Expect: 100-continue` when the body was first read.
+    headers.remove(header::EXPECT);
     // HTTP/2 carries the host in `:authority`; an HTTP/1.1 request carries it in `Host`.
     let host = headers.remove(header::HOST);
     let authority = match (parts.uri.authority(), host) {
