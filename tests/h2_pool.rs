@@ -388,3 +388,66 @@ async fn goaway_lets_running_streams_finish_and_moves_new_ones_to_a_new_connecti
     .await;
     assert_eq!(assert_settled(&pool, 0).available, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_under_load_loses_nothing_and_rotates_connections() {
+    // Every connection is shut down (gracefully) after 25 requests, while 16 workers keep
+    // sending: connections rotate all the time.
+    let server = TestServer::start(Config {
+        goaway_after: Some(25),
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(4)
+        .build()
+        .unwrap();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut refused) = (0, 0);
+                for i in 0..50 {
+                    match pool.request(0, get(&format!("/w{w}/{i}"))).await {
+                        Ok(resp) => {
+                            assert_eq!(body_of(&resp), format!("/w{w}/{i}"));
+                            ok += 1;
+                        }
+                        // Only a request that raced the GOAWAY and was not processed may fail,
+                        // and it must say it is safe to retry.
+                        Err(e @ H2Error::ConnectionLost { .. }) if e.is_retryable() => refused += 1,
+                        Err(other) => panic!("unexpected error: {other:?}"),
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    within(30, "800 requests through rotating connections", async {
+        for w in workers {
+            let (o, r) = w.await.unwrap();
+            ok += o;
+            refused += r;
+        }
+    })
+    .await;
+    assert_eq!(ok + refused, 800);
+    let c = &server.counters;
+    let (conns, goaways) = (Counters::get(&c.connections), Counters::get(&c.goaways));
+    println!("{conns} connections, {goaways} GOAWAYs");
+    assert!(goaways >= 2, "connections rotated");
+    // Every connection that carried 25 requests was shut down; only the pool's last
+    // connections (at most 4) may have carried fewer.
+    assert!(
+        conns - goaways <= 4,
+        "{conns} connections, {goaways} GOAWAYs"
+    );
+    assert_eq!(
+        Counters::get(&c.requests),
+        ok,
+        "every accepted request was answered"
+    );
+    println!("{ok} answered, {refused} refused by a GOAWAY (retryable)");
+    assert_settled(&pool, 0);
+}

@@ -86,18 +86,23 @@ impl H2Error {
         }
     }
 
-    /// True when the backend certainly did not process the request: it was never sent
-    /// (connect failed or timed out, no connection became free in time, unknown backend), or
-    /// the backend refused the stream (`REFUSED_STREAM`, or a GOAWAY that excluded it). Such a
-    /// request can be sent again safely, to this backend or another.
+    /// True when the backend certainly did not process the request, so that it can be sent
+    /// again safely (to this backend or another) even if it is not idempotent: it was never
+    /// sent (connect failed or timed out, no connection had room in time), or the backend
+    /// refused the stream (`REFUSED_STREAM`, or a GOAWAY from the backend whose last stream id
+    /// excluded it; RFC 9113 §8.7). A connection that failed in any other way may have
+    /// processed the request.
     pub fn is_retryable(&self) -> bool {
         match self {
             H2Error::Connect { .. }
             | H2Error::ConnectTimeout { .. }
             | H2Error::Handshake { .. }
             | H2Error::AcquireTimeout { .. } => true,
+            // h2 reports the backend's GOAWAY only to the streams it excluded (and to new
+            // requests); streams it kept finish normally or fail with another error.
             H2Error::ConnectionLost { source, .. } | H2Error::Protocol(source) => {
                 source.reason() == Some(::h2::Reason::REFUSED_STREAM)
+                    || (source.is_go_away() && source.is_remote())
             }
             H2Error::UnknownBackend { .. } | H2Error::NoRuntime | H2Error::InvalidConfig(_) => {
                 false

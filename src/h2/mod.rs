@@ -44,17 +44,20 @@
 //! ```
 //!
 //! # How a request finds a connection
-//! Each backend is one [`Pool`](crate::Pool) of [`Conn`ections](crate::ConnectionPool), one
+//! Each backend has one [`Pool`] of connection slots ([`ConnectionPool`] holds them all), one
 //! slot per allowed connection. [`H2Pool::send_request`]:
-//! 1. takes an available connection (`acquire`); if it is dead, past its lifetime or has
-//!    received GOAWAY, closes it and takes the next; otherwise
-//! 2. reserves an empty slot (`reserve`), connects (TCP with `TCP_NODELAY`, then the h2
-//!    handshake, bounded by the connect timeout), spawns the connection's driver task and
-//!    fills the slot. Reserving first means two requests never both open a connection for
-//!    the last free slot: the second finds no empty slot and waits. A cancelled connect drops
-//!    its reservation, which empties the slot again; otherwise
-//! 3. waits ([`Pool::acquire_wait`](crate::Pool::acquire_wait), bounded by the acquire
-//!    timeout) until a connection has room for a stream or a slot is free.
+//! 1. takes an available connection (`acquire`). If it is dead, past its lifetime, or has
+//!    received GOAWAY, it is closed and the next one taken; if it is full, it is parked (see
+//!    below) and the next one taken. Otherwise
+//! 2. reserves an empty slot (`reserve`) and connects: TCP with `TCP_NODELAY`, the h2
+//!    handshake, the connection's driver task, and one PING round trip so that the backend's
+//!    SETTINGS (its stream limit) are known before the first stream; all bounded by the
+//!    connect timeout. Reserving first means two requests never both open a connection for
+//!    the last free slot: the second finds no empty slot and waits. A cancelled or failed
+//!    connect drops its reservation, which empties the slot again and wakes a waiter.
+//!    Otherwise
+//! 3. waits ([`Pool::acquire_wait`], bounded by the acquire timeout) until a slot is
+//!    released: a connection regains room for a stream, or a slot empties.
 //!
 //! # Multiplexing: what the token stands for
 //! A slot's token is exclusive, but an HTTP/2 connection carries many streams at once. Here
@@ -62,9 +65,9 @@
 //! says whether the connection has room for one:
 //!
 //! - **available**: the connection carries fewer streams than its limit,
-//!   `min(peer's SETTINGS_MAX_CONCURRENT_STREAMS, max_streams_per_connection)`;
-//! - **in_use**: a request is opening a stream on it right now (for a few hundred
-//!   nanoseconds), or it is **full**.
+//!   `min(backend's SETTINGS_MAX_CONCURRENT_STREAMS, max_streams_per_connection)`;
+//! - **in_use**: a request is opening a stream on it right now (for about a microsecond),
+//!   it is being connected, or it is **full**.
 //!
 //! A request holds the token only while it opens its stream: it counts the stream in the
 //! connection's `in_flight` counter, sends the request head on a clone of the connection's
@@ -72,23 +75,32 @@
 //! the connection full. Then the token is *parked* in the connection, and the slot stays
 //! `in_use`: `acquire` skips the connection without looking at it, and a request that finds
 //! every slot taken waits in the pool's own wait queue. When one of the connection's streams
-//! ends (its [`ResponseFuture`] or [`RecvStream`] is dropped), the stream count drops and the
-//! parked token is released, which wakes exactly one waiter. The count and the parked token
-//! sit under one small per-connection mutex (h2 itself takes a connection-wide mutex for every
-//! stream operation, so this adds no new contention point), which makes "count the end of a
-//! stream" and "park because full" atomic with respect to each other: a token is never parked
-//! on a connection with room, and never released twice.
+//! ends (its [`ResponseFuture`] or [`RecvStream`] is dropped), the count drops and the parked
+//! token is released, which wakes one waiter; that waiter's own release wakes the next, for
+//! as long as the connection has room. The count and the parked token sit under one small
+//! per-connection mutex (h2 takes a connection-wide mutex for every stream operation anyway,
+//! so this adds no new point of contention), which makes "count the end of a stream" and
+//! "park because full" atomic with respect to each other: a token is never parked on a
+//! connection with room, and never released twice.
 //!
-//! So a connection never carries more streams than the backend allows (h2 would queue the
-//! excess inside the connection, behind streams that may be slow, while other connections sit
-//! idle), and requests spread to new connections only when the existing ones are full.
+//! So a connection never carries more streams than the backend allows (h2 would otherwise
+//! queue the excess inside the connection, behind streams that may be slow, while other
+//! connections sit idle), and requests spread to new connections only when the existing ones
+//! are full.
 //!
 //! A stream counts from the moment it is opened until its [`ResponseFuture`] (or, once the
-//! response head arrived, its [`RecvStream`]) is dropped. The request body's
+//! response head has arrived, its [`RecvStream`]) is dropped. The request body's
 //! `h2::SendStream` does not count: a stream whose response was dropped while its request
-//! body is still being sent is no longer counted.
+//! body is still being sent no longer counts.
 //!
-//! Measured effect (see the crate's `tests/h2_multiplexing.rs`): see the figures there.
+//! **Measured effect.** `max_streams_per_connection(1)` turns the same code into "the token
+//! is held for the whole request" (one stream per connection, the slot parked until the
+//! response is read). With 64 requests in flight over 4 connections to a loopback h2c
+//! backend (`tests/h2_multiplexing.rs`, `cargo test --release --test h2_multiplexing --
+//! --ignored --nocapture`, 2 shared cores): with an instant backend, about 41 000 req/s
+//! multiplexed against 30 000 req/s with one stream per connection (×1.2–1.5, the CPU being
+//! the limit); with a backend that takes 1 ms per response, 8 700–10 700 req/s against
+//! 1 500–1 700 req/s (×5.5–6.2: only 4 requests can be in flight at once).
 //!
 //! # Health
 //! Each connection has a driver task that runs the h2 connection. When it ends (GOAWAY with
@@ -134,6 +146,7 @@ pub use conn::{RecvStream, ResponseFuture};
 pub use error::H2Error;
 
 use crate::{Checkout, ConnectionPool, Pool, Stats, Token};
+
 use conn::{accepts_streams, Conn, Shared, StreamTicket};
 
 /// A pool of HTTP/2 (h2c) connections to a fixed list of backends, addressed by index.
@@ -479,5 +492,42 @@ impl Inner {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_its_futures_can_move_between_tasks() {
+        fn send_sync_static<T: Send + Sync + 'static>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync_static::<H2Pool>();
+        send_sync_static::<H2Error>();
+        send_sync_static::<ResponseFuture>();
+        send_sync_static::<RecvStream>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = rt.block_on(async {
+            H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
+                .build()
+                .unwrap()
+        });
+        send(&pool.send_request(0, http::Request::new(()), true));
+        send(&pool.request(0, http::Request::new(Bytes::new())));
+    }
+
+    #[test]
+    fn sweep_interval_is_a_quarter_of_the_shorter_timeout_within_bounds() {
+        let s = Duration::from_secs;
+        assert_eq!(driver::sweep_interval(s(8), s(60)), s(2));
+        assert_eq!(driver::sweep_interval(s(90), s(1800)), s(5));
+        assert_eq!(
+            driver::sweep_interval(Duration::from_millis(1), s(1)),
+            Duration::from_millis(10)
+        );
     }
 }
