@@ -92,7 +92,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Opts>, St
                     .parse()
                     .map_err(|_| format!("--post-every needs a number (0 = never), got '{v}'"))?;
             }
-            "--threads" => o.threads = positive(&flag, &value()?)?,
+            "--threads" => {
+                o.threads = positive(&flag, &value()?)?;
+                if o.threads > 1024 {
+                    return Err("--threads is at most 1024".to_string());
+                }
+            }
             "--max-conns-per-backend" => o.max_conns = positive(&flag, &value()?)?,
             "--backend-max-streams" => {
                 let v = value()?;
@@ -107,6 +112,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Opts>, St
             }
             _ => return Err(format!("unknown argument '{flag}'")),
         }
+    }
+    if o.connections.saturating_mul(o.streams) > 100_000 {
+        return Err("--connections x --streams is at most 100000 concurrent requests".to_string());
     }
     Ok(Some(o))
 }

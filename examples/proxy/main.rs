@@ -34,6 +34,9 @@ options:
 
 Ctrl-C shuts down cleanly and prints per-backend pool stats.";
 
+/// Upper bound for `--threads`.
+const MAX_THREADS: usize = 1024;
+
 #[derive(Debug)]
 struct Args {
     listen: SocketAddr,
@@ -72,7 +75,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         match flag.as_str() {
             "--listen" => parsed.listen = parse_addr(&flag, &value()?)?,
             "--backend" => parsed.backends.push(parse_addr(&flag, &value()?)?),
-            "--threads" => parsed.threads = parse_positive(&flag, &value()?)?,
+            "--threads" => {
+                parsed.threads = parse_positive(&flag, &value()?)?;
+                if parsed.threads > MAX_THREADS {
+                    return Err(format!("--threads is at most {MAX_THREADS}"));
+                }
+            }
             "--max-conns-per-backend" => parsed.max_conns = parse_positive(&flag, &value()?)?,
             "--connect-timeout-ms" => parsed.connect_timeout = parse_millis(&flag, &value()?)?,
             "--acquire-timeout-ms" => parsed.acquire_timeout = parse_millis(&flag, &value()?)?,
