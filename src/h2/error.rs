@@ -60,6 +60,14 @@ pub enum H2Error {
         /// The h2 error that reported it.
         source: ::h2::Error,
     },
+    /// [`H2Lease::send_request`](super::H2Lease::send_request): the leased connection
+    /// already carries as many streams as it may.
+    ConnectionFull {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The connection's stream limit.
+        limit: usize,
+    },
     /// An HTTP/2 error that is not the loss of the connection: the stream was reset by the
     /// peer, the request was malformed, a frame was invalid, …
     Protocol(::h2::Error),
@@ -97,7 +105,8 @@ impl H2Error {
             H2Error::Connect { .. }
             | H2Error::ConnectTimeout { .. }
             | H2Error::Handshake { .. }
-            | H2Error::AcquireTimeout { .. } => true,
+            | H2Error::AcquireTimeout { .. }
+            | H2Error::ConnectionFull { .. } => true,
             // h2 reports the backend's GOAWAY only to the streams it excluded (and to new
             // requests); streams it kept finish normally or fail with another error.
             H2Error::ConnectionLost { source, .. } | H2Error::Protocol(source) => {
@@ -134,6 +143,10 @@ impl fmt::Display for H2Error {
             H2Error::ConnectionLost { addr, source } => {
                 write!(f, "connection to {addr} lost: {source}")
             }
+            H2Error::ConnectionFull { addr, limit } => write!(
+                f,
+                "the connection to {addr} already carries its limit of {limit} streams"
+            ),
             H2Error::Protocol(source) => write!(f, "HTTP/2 error: {source}"),
             H2Error::NoRuntime => {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")

@@ -466,32 +466,215 @@ impl Inner {
         let Some(conn) = pool.get_mut(&mut token) else {
             unreachable!("a claimed token is live until released")
         };
-        // A clone, so that h2 never records a pending-open stream on the pooled handle.
-        let sent = conn.send.clone().send_request(request, end_of_stream);
-        let addr = shared.addr;
-        match sent {
-            Ok((response, body)) => {
-                let ticket = StreamTicket::new(Arc::clone(&shared));
-                let mut s = shared.streams();
-                if s.in_flight >= s.limit && shared.is_alive() {
-                    s.parked = Some(token);
-                } else {
-                    drop(s);
-                    let _ = pool.release(token, shared.is_alive());
-                }
-                Ok((ResponseFuture::new(response, ticket, addr), body))
-            }
-            Err(e) => {
-                shared.streams().in_flight -= 1;
-                let connection_ok = accepts_streams(&mut conn.send);
-                let _ = pool.release(token, connection_ok);
-                Err(if connection_ok {
-                    H2Error::Protocol(e)
-                } else {
-                    H2Error::ConnectionLost { addr, source: e }
-                })
+        let sent = send_on(conn, &shared, request, end_of_stream);
+        give_back(pool, token, &shared, sent.is_ok() || conn_ok(&sent));
+        sent.map_err(|(e, _)| e)
+    }
+}
+
+/// Whether a failed send left the connection usable.
+fn conn_ok<T>(sent: &Result<T, (H2Error, bool)>) -> bool {
+    matches!(sent, Err((_, true)))
+}
+
+/// Sends the request head on a stream already counted in `in_flight`; on failure undoes the
+/// count and says whether the connection is still usable. The caller holds the slot.
+fn send_on(
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
+    request: http::Request<()>,
+    end_of_stream: bool,
+) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), (H2Error, bool)> {
+    // A clone, so that h2 never records a pending-open stream on the pooled handle.
+    let sent = conn.send.clone().send_request(request, end_of_stream);
+    let addr = shared.addr;
+    match sent {
+        Ok((response, body)) => {
+            let ticket = StreamTicket::new(Arc::clone(shared));
+            Ok((ResponseFuture::new(response, ticket, addr), body))
+        }
+        Err(e) => {
+            shared.streams().in_flight -= 1;
+            if accepts_streams(&mut conn.send) {
+                Err((H2Error::Protocol(e), true))
+            } else {
+                Err((H2Error::ConnectionLost { addr, source: e }, false))
             }
         }
+    }
+}
+
+/// Gives a held slot back: parked if its connection is full (a stream's end releases it),
+/// otherwise released, with `keep` unless the connection is dead or broken.
+fn give_back(pool: &Pool<Conn>, token: Token, shared: &Shared, usable: bool) {
+    let mut s = shared.streams();
+    if usable && s.in_flight >= s.limit && shared.is_alive() {
+        s.parked = Some(token);
+    } else {
+        drop(s);
+        let _ = pool.release(token, usable && shared.is_alive());
+    }
+}
+
+/// Exclusive use of one pooled connection, for callers that want to choose which streams
+/// share it (for example to keep a client's requests on one backend connection, or to take
+/// a misbehaving connection out of service). Made by [`H2Pool::lease`].
+///
+/// While leased, no other request opens a stream on the connection. Dropping the lease gives
+/// the connection back (kept if it still works, closed otherwise); streams opened through it
+/// run on independently.
+///
+/// ```
+/// # use bytes::Bytes;
+/// # use tokenpool::h2::H2Pool;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(async move {
+/// #     while let Ok((tcp, _)) = listener.accept().await {
+/// #         tokio::spawn(async move {
+/// #             let mut conn = h2::server::handshake(tcp).await?;
+/// #             while let Some((_req, mut respond)) = conn.accept().await.transpose()? {
+/// #                 respond.send_response(http::Response::new(()), true)?;
+/// #             }
+/// #             Ok::<_, h2::Error>(())
+/// #         });
+/// #     }
+/// # });
+/// let pool = H2Pool::builder([addr]).build()?;
+/// let mut lease = pool.lease(0).await?;
+/// let id = lease.conn_id();
+/// // Two streams on the same connection.
+/// let (a, _) = lease.send_request(http::Request::get("http://b/a").body(())?, true)?;
+/// let (b, _) = lease.send_request(http::Request::get("http://b/b").body(())?, true)?;
+/// drop(lease); // back to the pool
+/// assert_eq!(a.await?.status(), 200);
+/// assert_eq!(b.await?.status(), 200);
+/// assert_eq!(pool.lease(0).await?.conn_id(), id, "the same connection again");
+/// # Ok(()) }
+/// ```
+#[must_use = "a lease holds its connection until dropped"]
+pub struct H2Lease {
+    pool: H2Pool,
+    backend: usize,
+    /// Always `Some` until drop.
+    token: Option<Token>,
+    shared: Arc<Shared>,
+    /// False once the connection failed under us: closed at drop.
+    usable: bool,
+}
+
+impl H2Pool {
+    /// Leases a connection of `backend` with room for at least one more stream, found as
+    /// [`send_request`](H2Pool::send_request) finds one (reuse, else connect, else wait).
+    ///
+    /// # Errors
+    /// As [`send_request`](H2Pool::send_request) before a stream is opened:
+    /// [`H2Error::UnknownBackend`], [`H2Error::Connect`], [`H2Error::ConnectTimeout`],
+    /// [`H2Error::Handshake`], [`H2Error::AcquireTimeout`].
+    pub async fn lease(&self, backend: usize) -> Result<H2Lease, H2Error> {
+        let inner = &*self.inner;
+        let pool = inner.pools.backend(backend)?;
+        let (token, shared) = inner.checkout(backend, pool).await?;
+        // `checkout` counted a stream for us; the lease opens its streams itself.
+        shared.streams().in_flight -= 1;
+        Ok(H2Lease {
+            pool: self.clone(),
+            backend,
+            token: Some(token),
+            shared,
+            usable: true,
+        })
+    }
+}
+
+impl H2Lease {
+    /// Opens a stream on the leased connection; see [`H2Pool::send_request`].
+    ///
+    /// # Errors
+    /// [`H2Error::ConnectionFull`] when the connection already carries as many streams as it
+    /// may (wait for one to end, or drop the lease and use another connection);
+    /// [`H2Error::ConnectionLost`] if the connection has failed or received GOAWAY (the
+    /// request was not sent; the connection is closed when the lease is dropped);
+    /// [`H2Error::Protocol`] if h2 rejected the request.
+    pub fn send_request(
+        &mut self,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        let pool = self.pool.inner.pools.backend(self.backend)?;
+        let token = self.token.as_mut().expect(LEASED);
+        let Some(conn) = pool.get_mut(token) else {
+            unreachable!("a leased token is live until the lease is dropped")
+        };
+        {
+            let mut s = self.shared.streams();
+            if s.in_flight >= s.limit {
+                return Err(H2Error::ConnectionFull {
+                    addr: self.shared.addr,
+                    limit: s.limit,
+                });
+            }
+            s.in_flight += 1;
+            s.last_used = Instant::now();
+        }
+        let sent = send_on(conn, &self.shared, request, end_of_stream);
+        if let Err((_, false)) = &sent {
+            self.usable = false;
+        }
+        sent.map_err(|(e, _)| e)
+    }
+
+    /// How many more streams the connection may carry now.
+    pub fn streams_available(&self) -> usize {
+        let s = self.shared.streams();
+        s.limit.saturating_sub(s.in_flight)
+    }
+
+    /// The leased connection's id (stable for its whole life; see [`ConnId`](crate::ConnId)).
+    pub fn conn_id(&self) -> crate::ConnId {
+        self.token.as_ref().expect(LEASED).conn_id()
+    }
+
+    /// The backend index.
+    pub fn backend(&self) -> usize {
+        self.backend
+    }
+
+    /// The backend's address.
+    pub fn backend_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Takes the connection out of the pool: no new stream goes to it; its running streams
+    /// finish, then it closes.
+    pub fn drain(mut self) {
+        self.usable = false;
+    }
+}
+
+/// The token is taken only in `drop`.
+const LEASED: &str = "a lease holds its token until dropped";
+
+impl Drop for H2Lease {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(pool)) = (
+            self.token.take(),
+            self.pool.inner.pools.backend(self.backend),
+        ) {
+            give_back(pool, token, &self.shared, self.usable);
+        }
+    }
+}
+
+impl fmt::Debug for H2Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Lease")
+            .field("backend", &self.backend)
+            .field("addr", &self.shared.addr)
+            .field("token", &self.token)
+            .finish()
     }
 }
 
