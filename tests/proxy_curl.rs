@@ -194,6 +194,16 @@ async fn curl_h2c_prior_knowledge_gets_backend_body_and_echo() {
         assert_eq!(r.status, 200);
         assert_eq!(String::from_utf8_lossy(&r.body), "backend-a GET /hello\n");
 
+        // HEAD: the head only (curl fails on a body it did not expect).
+        let r = curl(
+            args(&["--http2-prior-knowledge", "-I", &proxy.url("/hello")]),
+            None,
+        )
+        .await;
+        assert_eq!((r.version.as_str(), r.status), ("2", 200));
+        let head = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+        assert!(head.contains("x-backend: backend-a"), "{head}");
+
         // A small body (read whole by the proxy, so it could be replayed) echoed back.
         let r = curl(
             args(&[
@@ -227,10 +237,10 @@ async fn curl_h2c_prior_knowledge_gets_backend_body_and_echo() {
         assert!(r.body == body, "echoed body differs");
 
         let c = proxy.stop().await;
-        assert_eq!(c.requests, 3);
-        assert_eq!(c.forwarded, vec![3]);
+        assert_eq!(c.requests, 4);
+        assert_eq!(c.forwarded, vec![4]);
         assert_eq!(c.bad_gateway, 0);
-        assert_eq!(b.requests(), 3);
+        assert_eq!(b.requests(), 4);
         b.stop().await;
     })
     .await
@@ -263,6 +273,11 @@ async fn curl_http11_gets_backend_body_and_echo() {
         assert_eq!((r.version.as_str(), r.status), ("1.1", 200));
         assert_eq!(String::from_utf8_lossy(&r.body), "backend-b GET /plain\n");
 
+        let r = curl(args(&["--http1.1", "-I", &proxy.url("/plain")]), None).await;
+        assert_eq!((r.version.as_str(), r.status), ("1.1", 200));
+        let head = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+        assert!(head.contains("x-backend: backend-b"), "{head}");
+
         // Chunked HTTP/1.1 upload, echoed back through the h2 stream.
         let body = big_body();
         let r = curl(
@@ -282,9 +297,10 @@ async fn curl_http11_gets_backend_body_and_echo() {
         assert!(r.body == body, "echoed body differs");
 
         let c = proxy.stop().await;
-        assert_eq!(c.requests, 2);
+        assert_eq!(c.requests, 3);
+        assert_eq!(c.forwarded, vec![3]);
         assert_eq!(c.bad_gateway, 0);
-        assert_eq!(b.requests(), 2);
+        assert_eq!(b.requests(), 3);
         b.stop().await;
     })
     .await

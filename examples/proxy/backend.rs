@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_STREAMS: u32 = 128;
 pub struct BackendCounters {
     /// TCP connections accepted.
     pub connections: AtomicU64,
-    /// Requests answered.
+    /// Requests answered (counted as the response head goes out).
     pub requests: AtomicU64,
 }
 
@@ -248,14 +248,18 @@ async fn answer(
     );
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
-    let Ok(mut send) = respond.send_response(resp, payload.is_empty()) else {
+    // Counted before the response goes out, so whoever sees the response sees the count.
+    // Relaxed: statistics only; the h2 connection's lock and the socket order it before the
+    // response reaches the client.
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    // A response to HEAD carries the length of the GET response but no body.
+    let send_body = !payload.is_empty() && parts.method != http::Method::HEAD;
+    let Ok(mut send) = respond.send_response(resp, !send_body) else {
         return;
     };
-    if !payload.is_empty() && send_all(&mut send, payload).await.is_err() {
-        return;
+    if send_body {
+        let _ = send_all(&mut send, payload).await;
     }
-    // Relaxed: statistics only.
-    counters.requests.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Sends `data` and ends the stream, chunk by chunk as flow control allows.

@@ -293,7 +293,7 @@ impl Proxy {
                     // The pump task, if any, finishes on its own: body end, client error or
                     // stream reset.
                     drop(pump);
-                    return self.downstream_response(resp);
+                    return self.downstream_response(resp, head.method == Method::HEAD);
                 }
                 Err(e) => {
                     if let Some(p) = pump {
@@ -321,10 +321,20 @@ impl Proxy {
         )
     }
 
-    fn downstream_response(self: &Arc<Self>, resp: Response<RecvStream>) -> Response<ProxyBody> {
+    fn downstream_response(
+        self: &Arc<Self>,
+        resp: Response<RecvStream>,
+        head_request: bool,
+    ) -> Response<ProxyBody> {
         let (mut parts, recv) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = ProxyBody::upstream(recv, Arc::clone(self));
+        let body = if head_request {
+            // A response to HEAD has no body (its `content-length` describes the GET
+            // response), whatever the backend sends: dropping `recv` cancels the stream.
+            ProxyBody::Full(None)
+        } else {
+            ProxyBody::upstream(recv, Arc::clone(self))
+        };
         Response::from_parts(parts, body)
     }
 }
@@ -634,7 +644,9 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(data) => data.is_none(),
-            ProxyBody::Upstream { done, .. } => *done,
+            // h2 says so only when END_STREAM arrived and nothing (data or trailers) is left to
+            // read, which lets hyper end the response with its head.
+            ProxyBody::Upstream { done, recv, .. } => *done || recv.is_end_stream(),
         }
     }
 
