@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::lease::Lease;
 use crate::slot::Slot;
 use crate::stats::Stats;
-use crate::sync::{pool_seed, scan_hint, set_scan_hint};
+use crate::sync::{pool_seed, scan_hint, set_scan_hint, ScanHint};
 use crate::token::{ConnId, Token};
 use crate::wait::Waiters;
 use crate::word::{gen_of, is_held_by, state_of, with_state, SlotState};
@@ -123,13 +123,34 @@ impl<T> Pool<T> {
     pub fn acquire(&self) -> Option<Token> {
         let n = self.slots.len();
         let hint = scan_hint();
-        let start = if hint < n { hint } else { hint % n };
+        let this = self as *const Self as usize;
+        // Fast path: the connection this thread returned last is most likely still there,
+        // `Available` with the word it left. CAS from that predicted word at once, without
+        // loading the word first: on one thread the load would wait for our own previous
+        // release CAS of the same word to complete, a stall that costs about a third of a
+        // checkout+return pair. The CAS is exactly `try_acquire`'s: from an exact `Available`
+        // word (state *and* generation) to the same generation `InUse`, so a stale prediction
+        // (taken meanwhile, closed, another connection since) just fails and we scan.
+        if hint.pool == this && hint.slot < n && state_of(hint.word) == SlotState::Available {
+            if let Some(held) = self.slots[hint.slot].acquire_from(hint.word) {
+                return Some(self.token(held, hint.slot));
+            }
+        }
+        let start = if hint.slot < n {
+            hint.slot
+        } else {
+            hint.slot % n
+        };
         let mut i = start;
         loop {
             if let Some(held) = self.slots[i].try_acquire() {
-                if i != hint {
-                    set_scan_hint(i);
-                }
+                // `release(keep)` leaves this very word back in the slot, so it is the
+                // prediction for our next acquire.
+                set_scan_hint(ScanHint {
+                    pool: this,
+                    slot: i,
+                    word: with_state(held, SlotState::Available),
+                });
                 return Some(self.token(held, i));
             }
             i += 1;

@@ -28,14 +28,15 @@ mod imp {
         fence(Ordering::SeqCst);
     }
 
-    /// Under loom the scan always starts at slot 0: the start offset is a performance hint,
-    /// not part of any correctness argument, and a fixed start keeps models deterministic.
-    pub(crate) fn scan_hint() -> usize {
-        0
+    /// Under loom the scan always starts at slot 0 and predicts nothing: the hint is a
+    /// performance aid, not part of any correctness argument, and a fixed start keeps models
+    /// deterministic.
+    pub(crate) fn scan_hint() -> super::ScanHint {
+        super::ScanHint::NONE
     }
 
     /// See [`scan_hint`].
-    pub(crate) fn set_scan_hint(_slot: usize) {}
+    pub(crate) fn set_scan_hint(_hint: super::ScanHint) {}
 
     /// A spin-then-park helper; under loom spinning only grows the state space, so it is
     /// "completed" from the start and waiters park at once.
@@ -93,33 +94,63 @@ mod imp {
     pub(crate) fn sc_fence_after_rmw() {}
 
     thread_local! {
-        /// Slot index this thread last acquired; `usize::MAX` until first use.
-        static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
+        /// Where this thread acquired last; `pool == usize::MAX` until first use.
+        static HINT: Cell<super::ScanHint> = const {
+            Cell::new(super::ScanHint { pool: usize::MAX, ..super::ScanHint::NONE })
+        };
     }
 
     /// Hands out distinct first hints so threads start their searches at different slots.
     static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-    /// The slot this thread should try first. Returns the last slot it acquired (where the
-    /// connection it just returned is most likely still available), or on first use a
-    /// per-thread start so that threads do not all fight over slot 0.
+    /// Where this thread should try first: the slot it acquired last (where the connection it
+    /// just returned is most likely still available) and the word it left there, or on first
+    /// use a per-thread start so that threads do not all fight over slot 0.
     #[inline(always)]
-    pub(crate) fn scan_hint() -> usize {
+    pub(crate) fn scan_hint() -> super::ScanHint {
         let h = HINT.with(Cell::get);
-        if h != usize::MAX {
+        if h.pool != usize::MAX {
             return h;
         }
         // Relaxed: the counter only needs distinct values, not ordering with other memory.
         let fresh = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & (u16::MAX as usize);
-        HINT.with(|c| c.set(fresh));
-        fresh
+        let h = super::ScanHint {
+            slot: fresh,
+            ..super::ScanHint::NONE
+        };
+        HINT.with(|c| c.set(h));
+        h
     }
 
-    /// Records the slot this thread just acquired.
+    /// Records where this thread just acquired.
     #[inline(always)]
-    pub(crate) fn set_scan_hint(slot: usize) {
-        HINT.with(|c| c.set(slot));
+    pub(crate) fn set_scan_hint(hint: super::ScanHint) {
+        HINT.with(|c| c.set(hint));
     }
+}
+
+/// Where a thread starts its next `acquire`: the pool and slot it acquired last, and the
+/// `Available` word it expects to find there when it returned that connection.
+///
+/// Only a hint: a wrong or stale one costs a failed compare-and-swap and a scan, never a wrong
+/// acquire (see `Pool::acquire`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScanHint {
+    /// Address of the pool the hint is about (0: none).
+    pub(crate) pool: usize,
+    /// Slot index to start the scan at (taken modulo the pool's size).
+    pub(crate) slot: usize,
+    /// The predicted slot word; predicts nothing unless its state is `Available`.
+    pub(crate) word: u32,
+}
+
+impl ScanHint {
+    /// No pool, slot 0, no prediction (word 0 is `Empty`).
+    pub(crate) const NONE: ScanHint = ScanHint {
+        pool: 0,
+        slot: 0,
+        word: 0,
+    };
 }
 
 pub(crate) use imp::*;
