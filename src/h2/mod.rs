@@ -115,10 +115,17 @@
 //! than the maximum lifetime; it stops when the last clone of the [`H2Pool`] is dropped.
 //!
 //! # Errors and cancellation
-//! Every failure is an [`H2Error`]; nothing panics on network conditions. Every path,
-//! including dropping a `send_request` future at any await point, leaves no slot `in_use`:
-//! reservations free their slot on drop, acquire futures pass their wake-up on, and tokens are
-//! held across no await point.
+//! Every failure is an [`H2Error`]; nothing panics on network conditions.
+//! [`H2Error::is_retryable`] says when a failed request was certainly not processed by the
+//! backend. Every path, including dropping a `send_request` future at any await point, leaves
+//! no slot `in_use`: reservations free their slot on drop, acquire futures pass their wake-up
+//! on, and `send_request` holds a token across no await point (a parked token belongs to its
+//! connection, and the end of a stream releases it).
+//!
+//! # Lower-level control
+//! [`H2Pool::lease`] hands out one connection for exclusive use ([`H2Lease`]): open several
+//! streams on it, take it out of service with [`H2Lease::drain`], or read its
+//! [`ConnId`](crate::ConnId). For full control, build on [`ConnectionPool`] directly.
 //!
 //! # TLS
 //! Connections are h2c with prior knowledge (cleartext HTTP/2), as between a proxy and its
