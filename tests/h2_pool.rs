@@ -451,3 +451,53 @@ async fn goaway_under_load_loses_nothing_and_rotates_connections() {
     println!("{ok} answered, {refused} refused by a GOAWAY (retryable)");
     assert_settled(&pool, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_never_open_more_than_the_free_slots() {
+    // 50 requests race for an empty pool of one slot: one reserves it and connects, the
+    // others wait for that connection instead of opening their own.
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.request(0, get(&format!("/r/{i}"))).await })
+        })
+        .collect();
+    within(20, "50 racing requests", async {
+        for (i, t) in tasks.into_iter().enumerate() {
+            let resp = t.await.unwrap().expect("request succeeds");
+            assert_eq!(body_of(&resp), format!("/r/{i}"));
+        }
+    })
+    .await;
+    assert_eq!(Counters::get(&server.counters.connections), 1);
+    assert_eq!(assert_settled(&pool, 0).available, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_are_independent() {
+    let mut one = TestServer::start(Config::default()).await;
+    let two = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([one.addr(), two.addr()])
+        .max_connections_per_backend(2)
+        .build()
+        .unwrap();
+    assert_eq!(pool.backends(), 2);
+    for i in 0..10 {
+        let b = i % 2;
+        let resp = pool.request(b, get(&format!("/b{b}/{i}"))).await.unwrap();
+        assert_eq!(body_of(&resp), format!("/b{b}/{i}"));
+    }
+    assert_eq!(Counters::get(&one.counters.requests), 5);
+    assert_eq!(Counters::get(&two.counters.requests), 5);
+    // Backend 0 dies: only its requests fail.
+    one.kill().await;
+    assert!(pool.request(0, get("/x")).await.unwrap_err().is_retryable());
+    pool.request(1, get("/y")).await.unwrap();
+    assert_eq!(pool.total_stats().in_use, 0);
+    assert_eq!(pool.stats(1).unwrap().available, 1);
+}

@@ -43,7 +43,7 @@ pub(super) async fn connect(
             .h2_builder
             .handshake::<_, Bytes>(tcp)
             .await
-            .map_err(|source| H2Error::Handshake { addr, source })?;
+            .map_err(|e| handshake_error(addr, e))?;
         let ping_pong = connection.ping_pong();
         // The driver gets the id before the slot is filled: if the connection dies at once,
         // its `drain` marks the reserved slot, and the release after the first stream closes
@@ -55,7 +55,7 @@ pub(super) async fn connect(
             ping_pong
                 .ping(::h2::Ping::opaque())
                 .await
-                .map_err(|source| H2Error::Handshake { addr, source })?;
+                .map_err(|e| handshake_error(addr, e))?;
         }
         Ok::<_, H2Error>(send)
     };
@@ -63,6 +63,20 @@ pub(super) async fn connect(
         .await
         .map_err(|_| H2Error::ConnectTimeout { addr, timeout })??;
     Ok(reservation.fill(Conn { send, shared }))
+}
+
+/// An h2 error while connecting: an I/O error (the peer closed or reset the connection) is a
+/// failed connect; anything else is a failed HTTP/2 handshake.
+fn handshake_error(addr: SocketAddr, e: ::h2::Error) -> H2Error {
+    if e.is_io() {
+        // `into_io` is `Some` exactly when `is_io` holds.
+        let source = e
+            .into_io()
+            .unwrap_or_else(|| std::io::ErrorKind::Other.into());
+        H2Error::Connect { addr, source }
+    } else {
+        H2Error::Handshake { addr, source: e }
+    }
 }
 
 /// Runs one connection until it ends (GOAWAY and its last stream done, I/O error, EOF, or

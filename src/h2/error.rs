@@ -23,7 +23,8 @@ pub enum H2Error {
         /// How many backends the pool has.
         backends: usize,
     },
-    /// Opening the TCP connection failed (refused, unreachable, …).
+    /// Opening the connection failed: TCP connect refused or unreachable, or the peer closed
+    /// or reset it during the HTTP/2 handshake.
     Connect {
         /// The backend's address.
         addr: SocketAddr,
@@ -37,7 +38,8 @@ pub enum H2Error {
         /// The connect timeout that ran out.
         timeout: Duration,
     },
-    /// The TCP connection was opened but the HTTP/2 handshake failed.
+    /// The TCP connection was opened but the HTTP/2 handshake failed for a reason other than
+    /// I/O (the peer does not speak HTTP/2, or sent an invalid frame).
     Handshake {
         /// The backend's address.
         addr: SocketAddr,
