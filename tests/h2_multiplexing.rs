@@ -2,7 +2,9 @@
 //! connections, when a connection carries up to 100 streams at once (the token is held only
 //! while a stream is opened) versus one stream at a time (`max_streams_per_connection(1)`:
 //! the token stays with the request until its response has been read, as if held for the
-//! whole request). Not a test of speed (no timing is asserted): run it by hand, in release:
+//! whole request); and, for scale, one stream at a time over 64 connections (what holding the
+//! token for the whole request needs to keep 64 requests in flight). Not a test of speed (no
+//! timing is asserted): run it by hand, in release:
 //!
 //! ```text
 //! cargo test --release --test h2_multiplexing -- --ignored --nocapture
@@ -18,9 +20,9 @@ use tokenpool::h2::H2Pool;
 const IN_FLIGHT: usize = 64;
 const REQUESTS: usize = 40_000;
 
-async fn run(server: &TestServer, streams_per_connection: usize) -> f64 {
+async fn run(server: &TestServer, connections: usize, streams_per_connection: usize) -> f64 {
     let pool = H2Pool::builder([server.addr()])
-        .max_connections_per_backend(4)
+        .max_connections_per_backend(connections)
         .max_streams_per_connection(streams_per_connection)
         .acquire_timeout(Duration::from_secs(30))
         .build()
@@ -66,13 +68,14 @@ async fn multiplexed_streams_versus_one_stream_per_connection() {
         })
         .await;
         for round in 0..3 {
-            let shared = run(&server, 100).await;
-            let exclusive = run(&server, 1).await;
+            let shared = run(&server, 4, 100).await;
+            let exclusive = run(&server, 4, 1).await;
+            let exclusive_64 = run(&server, 64, 1).await;
             println!(
-                "backend delay {delay_us} us, round {round}: 64 in flight, 4 connections: \
-                 up to 100 streams/connection {shared:.0} req/s, \
-                 1 stream/connection (token held for the request) {exclusive:.0} req/s, \
-                 ratio {:.2}",
+                "backend delay {delay_us} us, round {round}, 64 in flight: 4 connections with \
+                 up to 100 streams each {shared:.0} req/s; 4 connections with 1 stream each \
+                 (token held for the request) {exclusive:.0} req/s (ratio {:.2}); \
+                 64 connections with 1 stream each {exclusive_64:.0} req/s",
                 shared / exclusive
             );
         }

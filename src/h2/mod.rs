@@ -95,12 +95,20 @@
 //!
 //! **Measured effect.** `max_streams_per_connection(1)` turns the same code into "the token
 //! is held for the whole request" (one stream per connection, the slot parked until the
-//! response is read). With 64 requests in flight over 4 connections to a loopback h2c
-//! backend (`tests/h2_multiplexing.rs`, `cargo test --release --test h2_multiplexing --
-//! --ignored --nocapture`, 2 shared cores): with an instant backend, about 41 000 req/s
-//! multiplexed against 30 000 req/s with one stream per connection (×1.2–1.5, the CPU being
-//! the limit); with a backend that takes 1 ms per response, 8 700–10 700 req/s against
-//! 1 500–1 700 req/s (×5.5–6.2: only 4 requests can be in flight at once).
+//! response has been read). `tests/h2_multiplexing.rs` keeps 64 requests in flight against a
+//! loopback h2c backend in the same process (`cargo test --release --test h2_multiplexing --
+//! --ignored --nocapture`; 2 cores shared with other builds, so figures vary by ±30 % between
+//! rounds; ranges over 9 rounds):
+//!
+//! | backend | 4 connections, ≤ 100 streams each | 4 connections, 1 stream each | 64 connections, 1 stream each |
+//! |---|---|---|---|
+//! | answers at once | 26 000–50 000 req/s | 24 000–39 000 req/s | 20 000–26 000 req/s |
+//! | answers after 1 ms | 8 300–21 000 req/s | 1 500–1 800 req/s | 15 000–18 000 req/s |
+//!
+//! With a backend that takes any time at all, holding the token for the request caps the
+//! requests in flight at the number of connections (×5.5–12 fewer requests/s here), and it
+//! takes 16 times the connections to catch up; with an instant backend both are bound by the
+//! CPU that client and backend share.
 //!
 //! # Health
 //! Each connection has a driver task that runs the h2 connection. When it ends (GOAWAY with
