@@ -364,8 +364,9 @@ impl Inner {
         backend: usize,
         pool: &Arc<Pool<Conn>>,
     ) -> Result<(Token, Arc<Shared>), H2Error> {
-        // Fast path, no timer: each failed `claim` parks or closes one available connection,
-        // so this loop ends within the pool's capacity.
+        // Fast path, no timer. Each failed `claim` parks or closes the connection it looked
+        // at, so the loop soon runs out of available connections (it goes on only while
+        // streams ending elsewhere keep handing connections back, and then `claim` succeeds).
         while let Some(checkout) = pool.try_checkout() {
             match checkout {
                 Checkout::Acquired(token) => {
@@ -435,12 +436,12 @@ impl Inner {
         let healthy = conn.shared.is_alive()
             && now.saturating_duration_since(conn.shared.created) < self.max_lifetime
             && accepts_streams(&mut conn.send);
-        let limit = self.stream_limit(&conn.send);
-        let shared = Arc::clone(&conn.shared);
         if !healthy {
             let _ = pool.release(token, false);
             return None;
         }
+        let limit = self.stream_limit(&conn.send);
+        let shared = Arc::clone(&conn.shared);
         let mut s = shared.streams();
         s.limit = limit;
         if s.in_flight >= limit {
