@@ -275,3 +275,85 @@ async fn a_lease_keeps_its_connection_to_itself_until_dropped_or_drained() {
     assert_ne!(next.conn_id(), drained);
     let _ = leased;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_on_a_full_connection_that_gets_goaway_moves_to_a_new_one() {
+    // One slot, one stream per connection, GOAWAY after the first request: the waiter gets
+    // the slot back when the first stream ends, sees the GOAWAY, and reconnects.
+    let server = TestServer::start(Config {
+        max_concurrent_streams: Some(1),
+        goaway_after: Some(1),
+        hold: Hold::AfterHead,
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (response, _) = pool
+        .send_request(0, head_only("/hold/1"), true)
+        .await
+        .unwrap();
+    let mut body = within(10, "first head", response)
+        .await
+        .unwrap()
+        .into_body();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.request(0, get("/second")).await })
+    };
+    server.open_gate();
+    assert_eq!(body.data().await.unwrap().unwrap(), "/hold/1");
+    drop(body);
+    let resp = within(10, "waiter", waiter).await.unwrap().unwrap();
+    assert_eq!(resp.body(), "/second");
+    assert_eq!(Counters::get(&server.counters.connections), 2);
+    let s = pool.stats(0).unwrap();
+    assert_eq!(s.in_use, 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_on_a_full_connection_that_dies_is_not_stranded() {
+    let mut server = TestServer::start(Config {
+        max_concurrent_streams: Some(1),
+        hold: Hold::BeforeHead,
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.request(0, get("/hold/1")).await })
+    };
+    let c = server.counters.clone();
+    within(
+        10,
+        "first reaches the backend",
+        c.wait_until(|c| Counters::get(&c.active) == 1),
+    )
+    .await;
+    assert_eq!(pool.stats(0).unwrap().in_use, 1, "full and parked");
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.request(0, get("/second")).await })
+    };
+    server.kill().await;
+    // The driver closes the full connection's slot; the waiter wakes, reconnects and is
+    // refused, long before its acquire timeout.
+    match within(10, "first", first).await.unwrap() {
+        Err(H2Error::ConnectionLost { .. }) => {}
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+    match within(10, "waiter", waiter).await.unwrap() {
+        Err(H2Error::Connect { .. }) => {}
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    let s = pool.stats(0).unwrap();
+    assert_eq!(s.empty, 1, "{s:?}");
+}

@@ -506,3 +506,31 @@ async fn backends_are_independent() {
     assert_eq!(pool.total_stats().in_use, 0);
     assert_eq!(pool.stats(1).unwrap().available, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_flow_both_ways() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let body: Bytes = (0..4 << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, body) = (pool.clone(), body.clone());
+            tokio::spawn(async move {
+                let req = http::Request::post("http://test/echo").body(body).unwrap();
+                pool.request(0, req).await
+            })
+        })
+        .collect();
+    within(30, "4 x 4 MiB echoed", async {
+        for t in tasks {
+            let resp = t.await.unwrap().expect("echo succeeds");
+            assert_eq!(resp.body().len(), body.len());
+            assert!(resp.body() == &body, "echoed unchanged");
+        }
+    })
+    .await;
+    assert_settled(&pool, 0);
+}
