@@ -1,0 +1,70 @@
+//! The cost of checking a token: `Pool::get` on a live token (one atomic load of the slot word
+//! and two compares, then the connection reference) and on a token the pool must reject.
+//!
+//! A stale token (one whose connection was closed) cannot be made through the safe API: a
+//! token is consumed by `release`. The rejected case therefore presents a *foreign* token: one
+//! issued by another pool for the same slot index and backend, which differs only in its
+//! generation, so it takes exactly the path a stale token takes (load the word, compare, reject).
+//! `get/other_backend` is a token whose backend index does not match, rejected before the load.
+//! `baseline/black_box_only` is the measuring loop alone (read the token through `black_box`),
+//! to be subtracted from the others.
+//!
+//! Run: `cargo bench --bench token_check`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tokenpool::{ConnectionPool, Pool};
+
+fn token_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("token_check");
+
+    let pool = Pool::new(64).expect("pool size");
+    let mut token = pool.add(7u64).expect("room");
+    // What the loop and `black_box` cost alone: subtract it from the others.
+    g.bench_function("baseline/black_box_only", |b| {
+        b.iter(|| black_box(black_box(&token).slot()))
+    });
+    g.bench_function("get/valid", |b| {
+        b.iter(|| black_box(pool.get(black_box(&token)).copied()))
+    });
+    g.bench_function("get_mut/valid", |b| {
+        b.iter(|| black_box(pool.get_mut(black_box(&mut token)).map(|c| *c)))
+    });
+
+    // Same slot index (0) and backend (0), another pool: only the generation differs.
+    let other = Pool::new(64).expect("pool size");
+    let foreign = other.add(8u64).expect("room");
+    assert!(pool.get(&foreign).is_none(), "a foreign token is rejected");
+    g.bench_function("get/stale_generation", |b| {
+        b.iter(|| black_box(pool.get(black_box(&foreign)).copied()))
+    });
+
+    // A token of backend 1 presented to the pool of backend 0.
+    let multi = ConnectionPool::new(2, 64).expect("pool size");
+    let b1 = multi.add_and_acquire(9u64, 1).expect("room");
+    let p0 = multi.backend(0).expect("backend 0");
+    assert!(
+        p0.get(&b1).is_none(),
+        "a token of another backend is rejected"
+    );
+    g.bench_function("get/other_backend", |b| {
+        b.iter(|| black_box(p0.get(black_box(&b1)).copied()))
+    });
+    g.finish();
+
+    pool.release(token, true);
+    other.release(foreign, true);
+    multi.release(b1, true);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = token_check
+}
+criterion_main!(benches);

@@ -1,0 +1,155 @@
+//! Single-thread checkout+return loop for instruction counting under callgrind.
+//!
+//! ```text
+//! cargo build --release --example instr_count
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instr_count tokenpool 1000000
+//! ```
+//!
+//! Usage: `instr_count <impl> <pairs>` with `<impl>` one of `tokenpool` (token API:
+//! `acquire` + `get` + `release(token, true)`), `tokenpool_lease` (`acquire_lease` + deref +
+//! `release(true)`), `arrayqueue` (`crossbeam_queue::ArrayQueue` pop + push, as pingora's
+//! pool uses it), `parking_lot` / `std_mutex` (`Mutex<Vec<_>>` pop + push),
+//! `deadpool` (`deadpool::unmanaged::Pool` `try_get` + drop), or `none` (setup only).
+//!
+//! Instructions per pair are the difference between two runs with different `<pairs>`
+//! divided by the difference in pairs, which cancels process start-up and pool set-up;
+//! `benches/instr_count.sh` does exactly that. The counts do not depend on the machine's load
+//! (only on the compiler, the CPU's instruction set and the code), so a regression in the hot
+//! path shows even on a noisy machine where wall-clock benches drift.
+
+use std::hint::black_box;
+
+use crossbeam_queue::ArrayQueue;
+use tokenpool::Pool;
+
+/// Pool size: the same 64 objects as the `contention64` bench.
+const SLOTS: usize = 64;
+
+/// The pooled object, as in `benches/contention.rs`.
+struct Conn {
+    id: u64,
+    _state: u64,
+}
+
+fn conn(id: usize) -> Conn {
+    Conn {
+        id: id as u64,
+        _state: 0,
+    }
+}
+
+#[inline(always)]
+fn touch(c: &Conn) {
+    black_box(c.id);
+}
+
+#[inline(never)]
+fn tokenpool(pool: &Pool<Conn>, pairs: u64) {
+    for _ in 0..pairs {
+        let t = pool.acquire().expect("an idle object");
+        touch(pool.get(&t).expect("live token"));
+        pool.release(t, true);
+    }
+}
+
+#[inline(never)]
+fn tokenpool_lease(pool: &Pool<Conn>, pairs: u64) {
+    for _ in 0..pairs {
+        let l = pool.acquire_lease().expect("an idle object");
+        touch(&l);
+        l.release(true);
+    }
+}
+
+#[inline(never)]
+fn arrayqueue(q: &ArrayQueue<Conn>, pairs: u64) {
+    for _ in 0..pairs {
+        let c = q.pop().expect("an idle object");
+        touch(&c);
+        let _ = q.push(c);
+    }
+}
+
+#[inline(never)]
+fn parking_lot(m: &parking_lot::Mutex<Vec<Conn>>, pairs: u64) {
+    for _ in 0..pairs {
+        let c = m.lock().pop().expect("an idle object");
+        touch(&c);
+        m.lock().push(c);
+    }
+}
+
+#[inline(never)]
+fn std_mutex(m: &std::sync::Mutex<Vec<Conn>>, pairs: u64) {
+    for _ in 0..pairs {
+        let c = m.lock().unwrap().pop().expect("an idle object");
+        touch(&c);
+        m.lock().unwrap().push(c);
+    }
+}
+
+#[inline(never)]
+fn deadpool(p: &deadpool::unmanaged::Pool<Conn>, pairs: u64) {
+    for _ in 0..pairs {
+        let c = p.try_get().map_err(|_| ()).expect("an idle object");
+        touch(&c);
+        drop(c);
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "tokenpool".into());
+    let pairs: u64 = args
+        .next()
+        .map(|s| s.parse().expect("<pairs> is a number"))
+        .unwrap_or(1_000_000);
+    let pairs = black_box(pairs);
+    match which.as_str() {
+        "tokenpool" | "tokenpool_lease" => {
+            let pool = Pool::new(SLOTS).expect("pool size");
+            let tokens: Vec<_> = (0..SLOTS)
+                .map(|i| pool.add(conn(i)).ok().unwrap())
+                .collect();
+            for t in tokens {
+                pool.release(t, true);
+            }
+            if which == "tokenpool" {
+                tokenpool(&pool, pairs);
+            } else {
+                tokenpool_lease(&pool, pairs);
+            }
+        }
+        "arrayqueue" => {
+            let q = ArrayQueue::new(SLOTS);
+            for i in 0..SLOTS {
+                let _ = q.push(conn(i));
+            }
+            arrayqueue(&q, pairs);
+        }
+        "parking_lot" => parking_lot(
+            &parking_lot::Mutex::new((0..SLOTS).map(conn).collect()),
+            pairs,
+        ),
+        "std_mutex" => std_mutex(
+            &std::sync::Mutex::new((0..SLOTS).map(conn).collect()),
+            pairs,
+        ),
+        "deadpool" => {
+            let p = deadpool::unmanaged::Pool::new(SLOTS);
+            for i in 0..SLOTS {
+                p.try_add(conn(i)).map_err(|_| ()).expect("room");
+            }
+            deadpool(&p, pairs);
+        }
+        "none" => {}
+        other => {
+            eprintln!(
+                "unknown impl {other}; one of: tokenpool tokenpool_lease arrayqueue \
+                 parking_lot std_mutex deadpool none"
+            );
+            std::process::exit(2);
+        }
+    }
+}
