@@ -120,7 +120,11 @@
 //! only the requests on it.
 //!
 //! A sweeper task closes connections that are idle (no stream for the idle timeout) or older
-//! than the maximum lifetime; it stops when the last clone of the [`H2Pool`] is dropped.
+//! than the maximum lifetime (an over-age connection's running streams finish first); it
+//! stops when the last clone of the [`H2Pool`] is dropped. It uses
+//! [`Pool::evict_idle`], which holds each available connection for the moment it takes to
+//! look at it; a request arriving in that moment may open a new connection instead. The
+//! sweeper runs every quarter of the shorter of the two timeouts (10 ms to 5 s).
 //!
 //! # Errors and cancellation
 //! Every failure is an [`H2Error`]; nothing panics on network conditions.
