@@ -81,3 +81,76 @@ async fn multiplexed_streams_versus_one_stream_per_connection() {
         }
     }
 }
+
+/// Requests/s over one connection with 64 in flight: raw h2 (`SendRequest` cloned per
+/// request) against `H2Pool::send_request` with one connection, the same request and the
+/// same body loop, to see what the pool layer costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand with --release --ignored --nocapture"]
+async fn pool_layer_overhead_against_raw_h2() {
+    async fn read(resp: http::Response<impl std::ops::DerefMut<Target = h2::RecvStream>>) {
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+    }
+    fn req() -> http::Request<()> {
+        http::Request::get("http://test/m").body(()).unwrap()
+    }
+    let server = TestServer::start(Config::default()).await;
+    for round in 0..5 {
+        let pool = H2Pool::builder([server.addr()])
+            .max_connections_per_backend(1)
+            .build()
+            .unwrap();
+        pool.request(0, get("/warm")).await.unwrap();
+        let start = Instant::now();
+        let workers: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for _ in 0..REQUESTS / IN_FLIGHT {
+                        let (resp, _) = pool.send_request(0, req(), true).await.unwrap();
+                        read(resp.await.unwrap()).await;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let pooled = REQUESTS as f64 / start.elapsed().as_secs_f64();
+        drop(pool);
+
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(connection);
+        let start = Instant::now();
+        let workers: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let send = send.clone();
+                tokio::spawn(async move {
+                    for _ in 0..REQUESTS / IN_FLIGHT {
+                        let mut send = send.clone().ready().await.unwrap();
+                        let (resp, _) = send.send_request(req(), true).unwrap();
+                        let resp = resp.await.unwrap();
+                        read(resp.map(Box::new)).await;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let raw = REQUESTS as f64 / start.elapsed().as_secs_f64();
+        drop(send);
+        driver.abort();
+        println!(
+            "round {round}, 64 in flight over 1 connection: H2Pool::send_request \
+             {pooled:.0} req/s, raw h2 {raw:.0} req/s (ratio {:.2})",
+            pooled / raw
+        );
+    }
+}
