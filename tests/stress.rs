@@ -1,0 +1,382 @@
+//! Stress test: real threads doing random operations on a small [`ConnectionPool`].
+//!
+//! 8 threads do 1,000,000 random operations in total over 2 backends × 4 slots: acquire,
+//! add, `get`/`get_mut`, release (keep or close), drain by id (often a stale id),
+//! `drain_backend`, reserve + fill, dropped reservations, and `acquire_timeout` with timeouts
+//! of a few microseconds. Every connection has a unique id and
+//! counts its drops; it also records while it is borrowed, so two holders at once or a drop
+//! during a borrow panics. After the run every connection created was dropped exactly once or
+//! is idle in the pool, the counts are consistent, and dropping the pool drops the rest once.
+//!
+//! Under AddressSanitizer (nightly):
+//! `RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address cargo +nightly test
+//! --target x86_64-unknown-linux-gnu --test stress -- --test-threads 1`
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tokenpool::{Checkout, ConnId, ConnectionPool, Error, Released, Token};
+
+const THREADS: usize = 8;
+const BACKENDS: usize = 2;
+const SLOTS: usize = 4;
+/// Operations over all threads, in debug and release builds alike (a debug build runs them in
+/// about a second on 2 cores, so there is no need to scale down).
+const OPS: usize = 1_000_000;
+/// Tokens one thread holds at most before it releases one.
+const MAX_HELD: usize = 3;
+
+/// xorshift64* (Vigna): small, fast, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 32) as usize % n
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() >> 63 == 1
+    }
+}
+
+/// What all connections of one run share: the next id and a drop counter per id.
+struct Ledger {
+    next_id: AtomicUsize,
+    drops: Vec<AtomicU8>,
+}
+
+impl Ledger {
+    fn new(max_conns: usize) -> Arc<Self> {
+        Arc::new(Ledger {
+            next_id: AtomicUsize::new(0),
+            drops: (0..max_conns).map(|_| AtomicU8::new(0)).collect(),
+        })
+    }
+
+    fn conn(self: &Arc<Self>, backend: usize) -> Conn {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Conn {
+            id,
+            backend,
+            borrowed: AtomicBool::new(false),
+            uses: 0,
+            ledger: self.clone(),
+        }
+    }
+
+    fn created(&self) -> usize {
+        self.next_id.load(Ordering::SeqCst)
+    }
+
+    fn drops(&self, id: usize) -> u8 {
+        self.drops[id].load(Ordering::SeqCst)
+    }
+}
+
+struct Conn {
+    id: usize,
+    backend: usize,
+    borrowed: AtomicBool,
+    /// Written only through `get_mut`; a second holder would race on it.
+    uses: u64,
+    ledger: Arc<Ledger>,
+}
+
+impl Conn {
+    fn use_shared(&self, backend: usize) {
+        assert!(!self.borrowed.swap(true, Ordering::SeqCst), "two borrowers");
+        assert_eq!(self.backend, backend, "connection of another backend");
+        self.borrowed.store(false, Ordering::SeqCst);
+    }
+
+    fn use_mut(&mut self, backend: usize) {
+        assert!(!self.borrowed.swap(true, Ordering::SeqCst), "two borrowers");
+        assert_eq!(self.backend, backend, "connection of another backend");
+        let before = self.uses;
+        self.uses += 1;
+        std::hint::black_box(&mut self.uses);
+        assert_eq!(self.uses, before + 1, "another holder wrote meanwhile");
+        self.borrowed.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        assert!(
+            !self.borrowed.load(Ordering::SeqCst),
+            "dropped while borrowed"
+        );
+        let before = self.ledger.drops[self.id].fetch_add(1, Ordering::SeqCst);
+        assert_eq!(before, 0, "connection {} dropped twice", self.id);
+    }
+}
+
+/// Counts of what the threads did, to check that every kind of operation really ran.
+#[derive(Default, Debug, Clone, Copy)]
+struct Done {
+    acquired: usize,
+    added: usize,
+    full: usize,
+    returned: usize,
+    closed: usize,
+    drained: usize,
+    filled: usize,
+    reservations_dropped: usize,
+    timeouts: usize,
+    waited: usize,
+}
+
+impl std::ops::AddAssign for Done {
+    fn add_assign(&mut self, o: Done) {
+        self.acquired += o.acquired;
+        self.added += o.added;
+        self.full += o.full;
+        self.returned += o.returned;
+        self.closed += o.closed;
+        self.drained += o.drained;
+        self.filled += o.filled;
+        self.reservations_dropped += o.reservations_dropped;
+        self.timeouts += o.timeouts;
+        self.waited += o.waited;
+    }
+}
+
+fn release(pool: &ConnectionPool<Conn>, t: Token, keep: bool, done: &mut Done) {
+    match pool.release(t, keep) {
+        Released::Returned => {
+            assert!(keep, "a close returned the connection");
+            done.returned += 1;
+        }
+        Released::Closed => done.closed += 1,
+        Released::Rejected => panic!("a held token was rejected"),
+    }
+}
+
+fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usize) -> Done {
+    let mut rng = Rng::new(seed);
+    let mut held: Vec<Token> = Vec::with_capacity(MAX_HELD);
+    // Ids this thread has seen, most of them soon stale: drained by id later.
+    let mut seen: Vec<ConnId> = Vec::with_capacity(16);
+    let mut done = Done::default();
+    let remember = |seen: &mut Vec<ConnId>, id: ConnId, rng: &mut Rng| {
+        if seen.len() < 16 {
+            seen.push(id);
+        } else {
+            seen[rng.below(16)] = id;
+        }
+    };
+    for _ in 0..ops {
+        let backend = rng.below(BACKENDS);
+        if held.len() >= MAX_HELD {
+            let t = held.swap_remove(rng.below(held.len()));
+            let keep = rng.below(4) != 0;
+            release(pool, t, keep, &mut done);
+            continue;
+        }
+        match rng.below(100) {
+            0..=24 => {
+                if let Ok(t) = pool.acquire(backend) {
+                    done.acquired += 1;
+                    remember(&mut seen, t.conn_id(), &mut rng);
+                    held.push(t);
+                }
+            }
+            25..=34 => match pool.add_and_acquire(ledger.conn(backend), backend) {
+                Ok(t) => {
+                    done.added += 1;
+                    remember(&mut seen, t.conn_id(), &mut rng);
+                    held.push(t);
+                }
+                Err(e) => {
+                    assert_eq!(e.reason, Error::PoolFull);
+                    assert_eq!(ledger.drops(e.conn.id), 0, "a refused add dropped it");
+                    done.full += 1;
+                }
+            },
+            35..=49 => {
+                if !held.is_empty() {
+                    let i = rng.below(held.len());
+                    let t = &mut held[i];
+                    let b = t.backend();
+                    if rng.coin() {
+                        let conn = pool.get_mut(t).expect("a held token stays valid");
+                        conn.use_mut(b);
+                    } else {
+                        let conn = pool.get(t).expect("a held token stays valid");
+                        conn.use_shared(b);
+                    }
+                }
+            }
+            50..=69 => {
+                if !held.is_empty() {
+                    let t = held.swap_remove(rng.below(held.len()));
+                    let keep = rng.below(4) != 0;
+                    release(pool, t, keep, &mut done);
+                }
+            }
+            70..=76 => {
+                if !seen.is_empty() {
+                    let id = seen[rng.below(seen.len())];
+                    if pool.drain(id) {
+                        done.drained += 1;
+                    }
+                }
+            }
+            77..=78 => {
+                done.drained += pool.drain_backend(backend).unwrap();
+            }
+            79..=86 => {
+                if let Ok(r) = pool.reserve(backend) {
+                    if rng.below(3) == 0 {
+                        drop(r); // the connect failed
+                        done.reservations_dropped += 1;
+                    } else {
+                        let t = r.fill(ledger.conn(backend));
+                        done.filled += 1;
+                        remember(&mut seen, t.conn_id(), &mut rng);
+                        held.push(t);
+                    }
+                }
+            }
+            87..=94 => {
+                let stats = pool.stats(backend).unwrap();
+                assert_eq!(stats.total(), SLOTS, "{stats:?}");
+                let total = pool.total_stats();
+                assert_eq!(total.total(), SLOTS * BACKENDS, "{total:?}");
+            }
+            _ => {
+                let timeout = Duration::from_micros(rng.below(50) as u64);
+                match pool.acquire_timeout(backend, timeout) {
+                    Ok(Checkout::Acquired(t)) => {
+                        done.waited += 1;
+                        remember(&mut seen, t.conn_id(), &mut rng);
+                        held.push(t);
+                    }
+                    Ok(Checkout::Vacant(r)) => {
+                        done.waited += 1;
+                        if rng.coin() {
+                            drop(r);
+                            done.reservations_dropped += 1;
+                        } else {
+                            held.push(r.fill(ledger.conn(backend)));
+                            done.filled += 1;
+                        }
+                    }
+                    Err(e) => {
+                        assert_eq!(e, Error::Timeout);
+                        done.timeouts += 1;
+                    }
+                }
+            }
+        }
+    }
+    for t in held {
+        let keep = rng.coin();
+        release(pool, t, keep, &mut done);
+    }
+    done
+}
+
+#[test]
+fn random_operations_from_8_threads_drop_every_connection_exactly_once() {
+    let start = Instant::now();
+    // Each operation creates at most one connection.
+    let ledger = Ledger::new(OPS + THREADS);
+    let pool = ConnectionPool::new(BACKENDS, SLOTS).unwrap();
+    let barrier = Barrier::new(THREADS);
+    let mut done = Done::default();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (pool, ledger, barrier) = (&pool, &ledger, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    worker(pool, ledger, 0x5EED + i as u64, OPS / THREADS)
+                })
+            })
+            .collect();
+        for w in workers {
+            done += w.join().unwrap();
+        }
+    });
+
+    // Every operation kind ran (a test that silently stopped exercising one would pass).
+    for (what, n) in [
+        ("acquired", done.acquired),
+        ("added", done.added),
+        ("full", done.full),
+        ("returned", done.returned),
+        ("closed", done.closed),
+        ("drained", done.drained),
+        ("filled", done.filled),
+        ("reservations_dropped", done.reservations_dropped),
+        ("waited", done.waited),
+    ] {
+        assert!(n > 0, "no `{what}` in {done:?}");
+    }
+
+    // All threads released everything they held: nothing is in use or draining.
+    let total = pool.total_stats();
+    assert_eq!(total.total(), BACKENDS * SLOTS);
+    assert_eq!((total.in_use, total.draining), (0, 0), "{total:?}");
+
+    // Every connection created was dropped exactly once, or is idle in the pool.
+    let created = ledger.created();
+    let alive: BTreeSet<usize> = (0..created)
+        .filter(|&id| match ledger.drops(id) {
+            0 => true,
+            1 => false,
+            n => panic!("connection {id} dropped {n} times"),
+        })
+        .collect();
+    assert_eq!(total.available, alive.len(), "{total:?}");
+    let mut idle = Vec::new();
+    let mut in_pool = BTreeSet::new();
+    for b in 0..BACKENDS {
+        while let Ok(t) = pool.acquire(b) {
+            let conn = pool.get(&t).unwrap();
+            assert_eq!(conn.backend, b);
+            assert!(
+                in_pool.insert(conn.id),
+                "connection {} in two slots",
+                conn.id
+            );
+            idle.push(t);
+        }
+    }
+    assert_eq!(
+        in_pool, alive,
+        "undropped connections are exactly those in the pool"
+    );
+    for t in idle {
+        assert_eq!(pool.release(t, true), Released::Returned);
+    }
+
+    drop(pool);
+    for id in 0..created {
+        assert_eq!(
+            ledger.drops(id),
+            1,
+            "connection {id} after dropping the pool"
+        );
+    }
+    eprintln!(
+        "stress: {OPS} ops, {created} connections, {:.2?}: {done:?}",
+        start.elapsed()
+    );
+}
