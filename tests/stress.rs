@@ -258,6 +258,11 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
                 assert_eq!(stats.total(), SLOTS, "{stats:?}");
                 let total = pool.total_stats();
                 assert_eq!(total.total(), SLOTS * BACKENDS, "{total:?}");
+                if rng.below(4) == 0 {
+                    // Give up the core while holding tokens, so that the other threads
+                    // meet a pool in more states than one time slice would show them.
+                    std::thread::yield_now();
+                }
             }
             _ => {
                 let timeout = Duration::from_micros(rng.below(50) as u64);

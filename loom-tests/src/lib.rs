@@ -7,7 +7,6 @@
 //!   borrowed, so a model can assert "dropped exactly once" and "never dropped while borrowed".
 //!
 //! Without `--cfg loom` this crate is empty, so `cargo test --workspace` builds nothing here.
-#![cfg_attr(not(loom), allow(unused))]
 
 #[cfg(loom)]
 mod imp;

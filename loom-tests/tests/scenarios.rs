@@ -4,8 +4,9 @@
 //! Run with `.ci/loom.sh` (release mode, `RUSTFLAGS="--cfg loom"`). Each test goes through
 //! [`loom_tests::check`], which sets the bound named in its doc comment and prints the number
 //! of interleavings explored and the wall time (`-- --nocapture` shows them). "Unbounded" in a
-//! doc comment is the same model with `TOKENPOOL_LOOM_BOUND=none`, measured in release mode on
-//! the 2-core CI machine.
+//! doc comment is the same model with `TOKENPOOL_LOOM_BOUND=none`. Counts are exact (loom's
+//! search is deterministic); times are release-mode wall times on a shared 2-core machine and
+//! vary by about a third with its load.
 #![cfg(loom)]
 
 use std::future::Future;
@@ -567,7 +568,7 @@ fn waiting_async_waiter_repolled_with_new_waker_is_woken() {
 /// with a slot: one with the returned connection, one with the empty slot (which it fills).
 /// Neither gives its slot back before the end, so a wake-up lost to the other is a deadlock.
 ///
-/// Bound: 3 preemptions (235,265 interleavings, 31 s). Unbounded: did not finish within 5
+/// Bound: 3 preemptions (235,265 interleavings, 31-35 s). Unbounded: did not finish within 5
 /// minutes (1,620,000 interleavings explored by then, none failing).
 ///
 /// Not 4: at bound 4 loom stops with its own internal assertion "expected to be able to
@@ -651,7 +652,7 @@ static CANCELLED_WHILE_PENDING: std::sync::atomic::AtomicUsize =
 /// and gets the connection (a lost hand-off is a loom deadlock). If W1's poll finds the
 /// connection itself, it returns it for W2.
 ///
-/// Bound: 4 preemptions (709,262 interleavings, 65 s; bound 3: 77,910, 9 s). Unbounded: did not
+/// Bound: 4 preemptions (709,262 interleavings, 65-80 s; bound 3: 77,910, 9 s). Unbounded: did not
 /// finish within 5 minutes (980,000 interleavings explored by then).
 #[test]
 fn waiting_cancelled_async_waiter_passes_wakeup_on() {
