@@ -12,6 +12,13 @@
 //! pool uses it), `parking_lot` / `std_mutex` (`Mutex<Vec<_>>` pop + push),
 //! `deadpool` (`deadpool::unmanaged::Pool` `try_get` + drop), or `none` (setup only).
 //!
+//! End to end: `instr_count <client> <requests> [in_flight]` with `<client>` one of `h2pool`,
+//! `hyper_util`, `raw_h2_1conn`, `raw_h2_4conn` (the clients of `benches/end_to_end.rs`, from
+//! `benches/common/h2.rs`) sends that many GET requests, `in_flight` (default 16) at a time, to
+//! the bench's loopback h2c server. Server and client share one current-thread tokio runtime,
+//! so the count covers both sides of every request and does not depend on thread timing.
+//! Needs the `h2` feature (on by default).
+//!
 //! Instructions per pair are the difference between two runs with different `<pairs>`
 //! divided by the difference in pairs, which cancels process start-up and pool set-up;
 //! `benches/instr_count.sh` does exactly that. The counts do not depend on the machine's load
@@ -22,6 +29,10 @@ use std::hint::black_box;
 
 use crossbeam_queue::ArrayQueue;
 use tokenpool::Pool;
+
+#[cfg(feature = "h2")]
+#[path = "../benches/common/h2.rs"]
+mod common;
 
 /// Pool size: the same 64 objects as the `contention64` bench.
 const SLOTS: usize = 64;
@@ -98,6 +109,46 @@ fn deadpool(p: &deadpool::unmanaged::Pool<Conn>, pairs: u64) {
     }
 }
 
+/// Sends `requests` requests through `name`, `in_flight` at a time, after 200 to open the
+/// connections; server and client on one thread.
+#[cfg(feature = "h2")]
+fn end_to_end(name: &str, requests: u64, in_flight: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = common::server(&rt);
+    rt.block_on(async {
+        let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
+        let c = common::client(name, addr).await;
+        for total in [200, requests] {
+            let left = Arc::new(AtomicU64::new(total));
+            let tasks: Vec<_> = (0..in_flight)
+                .map(|worker| {
+                    let (c, uri, left) = (c.clone(), uri.clone(), left.clone());
+                    tokio::spawn(async move {
+                        // Relaxed: only the count matters.
+                        while left
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                n.checked_sub(1)
+                            })
+                            .is_ok()
+                        {
+                            c.request(&uri, worker).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("worker");
+            }
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "tokenpool".into());
@@ -106,6 +157,15 @@ fn main() {
         .map(|s| s.parse().expect("<pairs> is a number"))
         .unwrap_or(1_000_000);
     let pairs = black_box(pairs);
+    #[cfg(feature = "h2")]
+    if common::CLIENTS.contains(&which.as_str()) {
+        let in_flight = args
+            .next()
+            .map(|s| s.parse().expect("[in_flight] is a number"))
+            .unwrap_or(16);
+        end_to_end(&which, pairs, in_flight);
+        return;
+    }
     match which.as_str() {
         "tokenpool" | "tokenpool_lease" => {
             let pool = Pool::new(SLOTS).expect("pool size");
@@ -147,7 +207,8 @@ fn main() {
         other => {
             eprintln!(
                 "unknown impl {other}; one of: tokenpool tokenpool_lease arrayqueue \
-                 parking_lot std_mutex deadpool none"
+                 parking_lot std_mutex deadpool none (and with the h2 feature: h2pool \
+                 hyper_util raw_h2_1conn raw_h2_4conn)"
             );
             std::process::exit(2);
         }

@@ -188,6 +188,31 @@ def target_ratios(data, krps):
     return out
 
 
+def spread(dirs):
+    """Each target's ratio of medians in each run, side by side."""
+    runs = []
+    for d in dirs:
+        data = load(d)
+        _, krps = end_to_end_table(data, d)
+        runs.append(target_ratios(data, krps))
+    names = [name for name, _, _ in runs[0]] if runs else []
+    labels = [os.path.basename(os.path.normpath(d)) for d in dirs]
+    lines = ["| target | " + " | ".join(labels) + " | met in |",
+             "|---|" + "---|" * (len(runs) + 1)]
+    for name in names:
+        cells, met = [], 0
+        for run in runs:
+            r = next(((r, need) for n, r, need in run if n == name), None)
+            if r is None:
+                cells.append("")
+                continue
+            cells.append(f"×{r[0]:.2f}")
+            met += r[0] >= r[1]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {met} of {len(runs)} |")
+    lines.append("")
+    return lines
+
+
 def svg(data, path, caption=""):
     """Two panels side by side: throughput (M pairs/s) against threads (log2 axis)."""
     panels = [(g, t) for g, t in GROUPS if g in data]
@@ -289,7 +314,14 @@ def main():
     ap.add_argument("--criterion", default="target/criterion", help="criterion output directory")
     ap.add_argument("--svg", default="docs/contention.svg", help="where to write the plot")
     ap.add_argument("--caption", default="", help="a line under the plot (machine, conditions)")
+    ap.add_argument("--spread", nargs="+", metavar="DIR",
+                    help="instead: each target's ratio in each of several saved criterion "
+                         "directories (one per run, named for the column), to show how much a "
+                         "noisy machine moves it")
     args = ap.parse_args()
+    if args.spread:
+        print("\n".join(spread(args.spread)))
+        return
     data = load(args.criterion)
     if not data:
         sys.exit(f"no criterion results under {args.criterion}; run the benches first")
