@@ -83,6 +83,7 @@ impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
     }
 
     /// Releases now: `keep = true` returns the connection to the pool, `false` closes it.
+    #[inline]
     pub fn release(mut self, keep: bool) -> Released {
         match self.token.take() {
             Some(t) => self.pool.release(t, keep),
@@ -125,12 +126,14 @@ const VALID: &str = "a lease's token stays valid until the lease releases it";
 impl<P: Deref<Target = Pool<T>>, T> Deref for LeaseOf<P, T> {
     type Target = T;
 
+    #[inline]
     fn deref(&self) -> &T {
         self.pool.get(self.token()).expect(VALID)
     }
 }
 
 impl<P: Deref<Target = Pool<T>>, T> DerefMut for LeaseOf<P, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         let token = self.token.as_mut().expect(HELD);
         self.pool.get_mut(token).expect(VALID)
