@@ -72,6 +72,50 @@ async fn many_concurrent_requests_share_few_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_spread_over_the_open_connections() {
+    // Four connections open (four leases at once), then 64 streams opened one after another
+    // from one task and held: they must not pile onto one connection (the thread's scan hint
+    // alone would put all 64 there, as the limit is 100), but spread over the four.
+    let server = TestServer::start(Config {
+        hold: Hold::BeforeHead,
+        hold_prefix: "/",
+        open_gate_at: Some(64),
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(4)
+        .build()
+        .unwrap();
+    within(20, "64 streams over 4 connections", async {
+        let mut leases = Vec::new();
+        for _ in 0..4 {
+            leases.push(pool.lease(0).await.expect("lease"));
+        }
+        drop(leases);
+        assert_eq!(assert_settled(&pool, 0).available, 4);
+        let mut responses = Vec::new();
+        for i in 0..64 {
+            let request = http::Request::get(format!("http://test/s/{i}"))
+                .body(())
+                .unwrap();
+            let (response, _) = pool.send_request(0, request, true).await.expect("opened");
+            responses.push(response);
+        }
+        for response in responses {
+            assert_eq!(response.await.expect("response").status(), 200);
+        }
+    })
+    .await;
+    let c = &server.counters;
+    assert_eq!(Counters::get(&c.connections), 4);
+    assert_eq!(Counters::get(&c.max_active), 64);
+    let per_conn = Counters::get(&c.max_active_per_conn);
+    assert!(per_conn <= 32, "{per_conn} of 64 streams on one connection");
+    assert_eq!(assert_settled(&pool, 0).available, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_connection_never_exceed_the_backends_limit() {
     // 2 connections x 5 streams: 100 concurrent requests must queue in the pool, not in h2
     // and not beyond the backend's limit (h2's server would refuse the excess).
