@@ -50,6 +50,7 @@ fn main() -> Result<(), Error> {
                     let mut token = match checkout {
                         Ok(Checkout::Acquired(token)) => token,
                         Ok(Checkout::Vacant(reservation)) => {
+                            // Relaxed: a counter read after the scope joins every thread.
                             opened.fetch_add(1, Ordering::Relaxed);
                             reservation.fill(Conn {
                                 requests: 0,
@@ -85,6 +86,8 @@ fn main() -> Result<(), Error> {
         println!("backend {b}: {:?}", pool.stats(b)?);
     }
     let open_now = pool.total_stats().occupied();
+    // Relaxed loads: every writer thread was joined by the scope above, which orders its
+    // increments before these reads.
     println!(
         "connections opened: {}, closed: {}, still pooled: {open_now}",
         opened.load(Ordering::Relaxed),

@@ -69,6 +69,7 @@ impl Ledger {
     }
 
     fn conn(self: &Arc<Self>, backend: usize) -> Conn {
+        // Relaxed: ids only need to be distinct; the ledger is read after the threads join.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Conn {
             id,

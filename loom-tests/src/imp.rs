@@ -35,6 +35,8 @@ where
     let counter = runs.clone();
     let start = Instant::now();
     builder.check(move || {
+        // Relaxed: a plain std counter outside the model, read after `check` returns (loom
+        // runs the model's iterations one after another on this thread).
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f();
     });

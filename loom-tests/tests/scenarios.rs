@@ -702,6 +702,8 @@ static CANCELLED_WHILE_PENDING: std::sync::atomic::AtomicUsize =
 /// finish within 5 minutes (980,000 interleavings explored by then).
 #[test]
 fn waiting_cancelled_async_waiter_passes_wakeup_on() {
+    // Relaxed throughout: a std counter outside the model; loom runs its iterations one after
+    // another on this thread, so the final load sees every increment.
     use std::sync::atomic::Ordering::Relaxed;
     CANCELLED_WHILE_PENDING.store(0, Relaxed);
     check("waiting_cancelled_async_waiter_passes_wakeup_on", 4, || {
