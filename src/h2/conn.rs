@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -247,21 +247,12 @@ impl fmt::Debug for RecvStream {
     }
 }
 
-/// A waker that does nothing, for polls that are known not to register one.
-struct NoopWaker;
-
-impl Wake for NoopWaker {
-    fn wake(self: Arc<Self>) {}
-}
-
 /// Whether `send` can open a stream now: `false` after a GOAWAY or a connection error.
 ///
 /// The pooled handle never has a pending-open stream (streams are opened on clones), so
 /// h2's `poll_ready` only checks the connection's error state and never stores the waker:
 /// polling with a no-op waker is a pure query.
 pub(crate) fn accepts_streams(send: &mut ::h2::client::SendRequest<Bytes>) -> bool {
-    static NOOP: OnceLock<Waker> = OnceLock::new();
-    let waker = NOOP.get_or_init(|| Waker::from(Arc::new(NoopWaker)));
-    let mut cx = Context::from_waker(waker);
+    let mut cx = Context::from_waker(Waker::noop());
     matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(())))
 }
