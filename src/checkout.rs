@@ -68,7 +68,7 @@ impl<'a, T> Reservation<'a, T> {
     /// The id the connection will have once filled in (for example, to hand to the task that
     /// will watch the connection before it is installed).
     pub fn conn_id(&self) -> ConnId {
-        Token::new(self.held, self.slot as u16, self.pool.backend() as u16).conn_id()
+        self.pool.token(self.held, self.slot).conn_id()
     }
 
     /// The reserved slot's index.
@@ -80,7 +80,7 @@ impl<'a, T> Reservation<'a, T> {
 impl<T> Drop for Reservation<'_, T> {
     fn drop(&mut self) {
         // An unfilled reservation holds the slot with no connection: release it as closed.
-        let token = Token::new(self.held, self.slot as u16, self.pool.backend() as u16);
+        let token = self.pool.token(self.held, self.slot);
         let _ = self.pool.release(token, false);
     }
 }

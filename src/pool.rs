@@ -107,8 +107,9 @@ impl<T> Pool<T> {
         self.slots.get(slot).map(|s| &**s)
     }
 
+    /// The token for slot `slot` held with word `held`.
     #[inline(always)]
-    fn token(&self, held: u32, slot: usize) -> Token {
+    pub(crate) fn token(&self, held: u32, slot: usize) -> Token {
         // `slot < MAX_SLOTS` was checked in `new`, so it fits in 16 bits.
         Token::new(held, slot as u16, self.backend)
     }
