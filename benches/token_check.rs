@@ -1,15 +1,17 @@
-//! The cost of checking a token: `Pool::get` on a live token (one atomic load of the slot word
-//! and two compares, then the connection reference) and on a token the pool must reject.
+//! The cost of checking a token: `Pool::get` on a live token (compare the pool identity, the
+//! backend and the slot index, then the connection reference; no atomic is read, although
+//! debug builds also assert the slot word) and on a token the pool must reject.
 //!
 //! A stale token (one whose connection was closed) cannot be made through the safe API: a
-//! token is consumed by `release`. The rejected case therefore presents a *foreign* token: one
-//! issued by another pool for the same slot index and backend, which differs only in its
-//! generation, so it takes exactly the path a stale token takes (load the word, compare, reject).
-//! `get/other_backend` is a token whose backend index does not match, rejected before the load.
-//! `baseline/black_box_only` is the measuring loop alone (read the token through `black_box`),
-//! to be subtracted from the others. Each result goes through `black_box` as one `u64` (the
-//! connection, or 0 when rejected): a 16-byte `Option<u64>` through `black_box` costs a
-//! store-forwarding stall that would dwarf the check itself.
+//! token is consumed by `release`. `get/other_pool` therefore presents a *foreign* token: one
+//! issued by another pool for the same slot index, backend and generation (every pool starts
+//! at generation 0), which differs only in its pool identity, rejected by the first compare.
+//! `get/other_backend` is a token of another backend of the same `ConnectionPool` shown to the
+//! backend-0 pool (pool identity and backend both differ). `baseline/black_box_only` is the
+//! measuring loop alone (read the token through `black_box`), to be subtracted from the
+//! others. Each result goes through `black_box` as one `u64` (the connection, or 0 when
+//! rejected): a 16-byte `Option<u64>` through `black_box` costs a store-forwarding stall that
+//! would dwarf the check itself.
 //!
 //! Run: `cargo bench --bench token_check`.
 
@@ -35,17 +37,26 @@ fn token_check(c: &mut Criterion) {
         b.iter(|| black_box(pool.get_mut(black_box(&mut token)).map_or(0, |c| *c)))
     });
 
-    // Same slot index (0) and backend (0), another pool: only the generation differs.
+    // Same slot index (0), backend (0) and generation (1), another pool: only the pool
+    // identity differs.
     let other = Pool::new(64).expect("pool size");
     let foreign = other.add(8u64).expect("room");
+    assert_eq!(
+        (foreign.slot(), foreign.conn_id().generation()),
+        (token.slot(), token.conn_id().generation())
+    );
     assert!(pool.get(&foreign).is_none(), "a foreign token is rejected");
-    g.bench_function("get/stale_generation", |b| {
+    g.bench_function("get/other_pool", |b| {
         b.iter(|| black_box(pool.get(black_box(&foreign)).map_or(0, |c| *c)))
     });
 
     // A token of backend 1 presented to the pool of backend 0.
     let multi = ConnectionPool::new(2, 64).expect("pool size");
-    let b1 = multi.add_and_acquire(9u64, 1).expect("room");
+    let b1 = multi
+        .backend(1)
+        .expect("backend 1")
+        .add(9u64)
+        .expect("room");
     let p0 = multi.backend(0).expect("backend 0");
     assert!(
         p0.get(&b1).is_none(),

@@ -86,10 +86,10 @@ fn blocking(g: &mut Group<'_>) {
                         .acquire_timeout(Duration::from_secs(10))
                         .expect("hand-off");
                     let got = Instant::now();
-                    let Checkout::Acquired(t) = checkout else {
+                    let Checkout::Acquired(lease) = checkout else {
                         unreachable!("the connection is returned, never closed")
                     };
-                    p.release(t, true);
+                    lease.release(true);
                     let sent = release_at.recv().expect("bench alive");
                     done_tx
                         .send(got.saturating_duration_since(sent))
@@ -122,10 +122,10 @@ fn asynchronous(g: &mut Group<'_>) {
                     go_rx.recv().expect("bench alive");
                     let checkout = p.acquire_wait().await;
                     let got = Instant::now();
-                    let Checkout::Acquired(t) = checkout else {
+                    let Checkout::Acquired(lease) = checkout else {
                         unreachable!("the connection is returned, never closed")
                     };
-                    p.release(t, true);
+                    lease.release(true);
                     // The holder sent the stamp before releasing, so it is there already.
                     let sent = release_at.recv().expect("bench alive");
                     done_tx

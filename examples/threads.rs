@@ -1,7 +1,8 @@
 //! The core pool exercised from several threads, without any network: each thread acquires,
-//! uses and returns connections of two backends, sometimes closes one, sometimes opens one,
-//! while a "health" thread drains connections by id. Prints per-backend stats and checks that
-//! every connection ever opened was closed exactly once.
+//! uses and returns connections of two backends through RAII leases, sometimes closes one,
+//! sometimes opens one, and now and then drains a connection by id as a health checker would.
+//! Prints per-backend stats and checks that every connection ever opened was closed exactly
+//! once.
 //!
 //! ```sh
 //! cargo run --release --example threads -- [threads] [ops-per-thread]
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokenpool::{Checkout, ConnectionPool, Error};
+use tokenpool::{Checkout, ConnectionPool, Error, Timeout};
 
 /// A pretend connection that counts how often it is closed.
 struct Conn {
@@ -45,10 +46,10 @@ fn main() -> Result<(), Error> {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    let backend = (rng & 1) as usize;
-                    let checkout = pool.acquire_timeout(backend, Duration::from_millis(100));
-                    let mut token = match checkout {
-                        Ok(Checkout::Acquired(token)) => token,
+                    let backend = pool.backend((rng & 1) as usize).expect("two backends");
+                    let checkout = backend.acquire_timeout(Duration::from_millis(100));
+                    let mut lease = match checkout {
+                        Ok(Checkout::Acquired(lease)) => lease,
                         Ok(Checkout::Vacant(reservation)) => {
                             // Relaxed: a counter read after the scope joins every thread.
                             opened.fetch_add(1, Ordering::Relaxed);
@@ -57,19 +58,16 @@ fn main() -> Result<(), Error> {
                                 closed: closed.clone(),
                             })
                         }
-                        Err(Error::Timeout) => continue,
-                        Err(e) => panic!("unexpected: {e}"),
+                        Err(Timeout) => continue,
                     };
-                    if let Some(conn) = pool.get_mut(&mut token) {
-                        conn.requests += 1;
-                    }
-                    // Every 64th request fails and closes its connection; a "health checker"
-                    // drains some other connection by id every 128th.
+                    lease.requests += 1;
+                    // Every 64th request fails and closes its connection; every 128th, a
+                    // "health checker" drains the connection by id (it closes on release).
                     let keep = rng % 64 != 0;
                     if rng % 128 == 1 {
-                        pool.drain(token.conn_id());
+                        pool.drain(lease.conn_id());
                     }
-                    pool.release(token, keep);
+                    lease.release(keep);
                 }
             });
         }
@@ -83,7 +81,7 @@ fn main() -> Result<(), Error> {
         total as f64 / elapsed.as_secs_f64() / 1e6
     );
     for b in 0..pool.backends() {
-        println!("backend {b}: {:?}", pool.stats(b)?);
+        println!("backend {b}: {:?}", pool.backend(b)?.stats());
     }
     let open_now = pool.total_stats().occupied();
     // Relaxed loads: every writer thread was joined by the scope above, which orders its

@@ -1,10 +1,8 @@
 //! [`ConnectionPool`]: one [`Pool`] per backend, addressed by backend index.
 
 use std::fmt;
-use std::time::Duration;
 
-use crate::checkout::{AcquireWait, Checkout, Reservation};
-use crate::error::{AddError, Error};
+use crate::error::{SizeError, UnknownBackend};
 use crate::pool::{Pool, Released, MAX_SLOTS};
 use crate::stats::Stats;
 use crate::sync::Arc;
@@ -13,24 +11,32 @@ use crate::token::{ConnId, Token};
 /// Most backends one [`ConnectionPool`] can have (a token names its backend in 16 bits).
 pub const MAX_BACKENDS: usize = 1 << 16;
 
+/// Most slots one [`ConnectionPool`] can have over all its backends (`backends *
+/// slots_per_backend`): 2^20, about 128 MiB of slots for small connection handles (each slot
+/// sits on its own cache line). A larger request is a [`SizeError`], not an abort.
+pub const MAX_TOTAL_SLOTS: usize = 1 << 20;
+
 /// Pools for many backends (the original design's `H2ConnectionPool`).
 ///
-/// Tokens carry their backend index, so `get`, `release` and `drain` need no backend
-/// argument. Backends are independent: each has its own slots and waiters.
+/// Per-backend work goes through that backend's [`Pool`] ([`backend`](ConnectionPool::backend)),
+/// so every operation has one form and one error: the lookup fails with [`UnknownBackend`],
+/// the pool's operation as it does on a standalone pool. Tokens and ids carry their backend,
+/// so `get`, `release` and `drain` route them here without a backend argument. Backends are
+/// independent: each has its own slots and waiters.
 ///
 /// ```
-/// use tokenpool::{ConnectionPool, Error};
+/// use tokenpool::{ConnectionPool, UnknownBackend};
 ///
 /// let pool = ConnectionPool::new(2, 4)?;
-/// let t = pool.add_and_acquire("conn to backend 1", 1).unwrap();
+/// let t = pool.backend(1)?.add("conn to backend 1").unwrap();
 /// assert_eq!(t.backend(), 1);
 /// assert_eq!(pool.get(&t), Some(&"conn to backend 1"));
 /// pool.release(t, true);
 ///
-/// assert_eq!(pool.stats(1)?.available, 1);
-/// assert!(matches!(pool.acquire(0), Err(Error::NoneAvailable)));
-/// assert!(matches!(pool.acquire(7), Err(Error::UnknownBackend { backend: 7, backends: 2 })));
-/// # Ok::<(), Error>(())
+/// assert_eq!(pool.backend(1)?.stats().available, 1);
+/// assert!(pool.backend(0)?.acquire().is_none());
+/// assert_eq!(pool.backend(7).unwrap_err(), UnknownBackend { backend: 7, backends: 2 });
+/// # Ok::<(), tokenpool::Error>(())
 /// ```
 pub struct ConnectionPool<T> {
     backends: Box<[Arc<Pool<T>>]>,
@@ -40,28 +46,30 @@ impl<T> ConnectionPool<T> {
     /// `backends` pools of `slots_per_backend` slots each.
     ///
     /// # Errors
-    /// [`Error::InvalidSize`] unless `1 <= backends <= MAX_BACKENDS` and
-    /// `1 <= slots_per_backend <= MAX_SLOTS`.
-    pub fn new(backends: usize, slots_per_backend: usize) -> Result<Self, Error> {
-        if backends == 0 || backends > MAX_BACKENDS {
-            return Err(Error::InvalidSize {
-                requested: backends,
-                max: MAX_BACKENDS,
-                what: "backends",
-            });
-        }
-        if slots_per_backend == 0 || slots_per_backend > MAX_SLOTS {
-            return Err(Error::InvalidSize {
-                requested: slots_per_backend,
-                max: MAX_SLOTS,
-                what: "slots",
-            });
-        }
-        let backends = (0..backends)
+    /// [`SizeError`] unless `1 <= backends <= MAX_BACKENDS`,
+    /// `1 <= slots_per_backend <= MAX_SLOTS`, `backends * slots_per_backend <=
+    /// MAX_TOTAL_SLOTS`, and the slots can be allocated.
+    pub fn new(backends: usize, slots_per_backend: usize) -> Result<Self, SizeError> {
+        SizeError::check("backends", backends, MAX_BACKENDS)?;
+        SizeError::check("slots", slots_per_backend, MAX_SLOTS)?;
+        SizeError::check(
+            "slots in total",
+            backends.saturating_mul(slots_per_backend),
+            MAX_TOTAL_SLOTS,
+        )?;
+        let mut pools = Vec::new();
+        pools
+            .try_reserve_exact(backends)
+            .map_err(|_| SizeError::Alloc {
+                slots: backends * slots_per_backend,
+            })?;
+        for b in 0..backends {
             // `b < MAX_BACKENDS` fits in 16 bits.
-            .map(|b| Pool::for_backend(slots_per_backend, b as u16).map(Arc::new))
-            .collect::<Result<_, _>>()?;
-        Ok(ConnectionPool { backends })
+            pools.push(Arc::new(Pool::for_backend(slots_per_backend, b as u16)?));
+        }
+        Ok(ConnectionPool {
+            backends: pools.into_boxed_slice(),
+        })
     }
 
     /// Number of backends.
@@ -69,55 +77,25 @@ impl<T> ConnectionPool<T> {
         self.backends.len()
     }
 
-    /// The pool of one backend (for leases, waiting and per-backend operations).
+    /// The pool of one backend: acquire, add, reserve, wait, drain and read its stats there.
     ///
     /// # Errors
-    /// [`Error::UnknownBackend`] for an index outside `0..backends()`.
-    pub fn backend(&self, backend: usize) -> Result<&Arc<Pool<T>>, Error> {
-        self.backends.get(backend).ok_or(Error::UnknownBackend {
+    /// [`UnknownBackend`] for an index outside `0..backends()`.
+    #[inline]
+    pub fn backend(&self, backend: usize) -> Result<&Arc<Pool<T>>, UnknownBackend> {
+        self.backends.get(backend).ok_or(UnknownBackend {
             backend,
             backends: self.backends.len(),
         })
     }
 
-    /// Takes exclusive access to an available connection of `backend`.
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`], or [`Error::NoneAvailable`] when no connection of that
-    /// backend is available now.
-    pub fn acquire(&self, backend: usize) -> Result<Token, Error> {
-        self.backend(backend)?.acquire().ok_or(Error::NoneAvailable)
-    }
-
-    /// Adds a new connection to an empty slot of `backend` and returns exclusive access to it.
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`] or [`Error::PoolFull`], with the connection handed back.
-    pub fn add_and_acquire(&self, conn: T, backend: usize) -> Result<Token, AddError<T>> {
-        match self.backend(backend) {
-            Ok(pool) => pool.add(conn).map_err(|conn| AddError {
-                reason: Error::PoolFull,
-                conn,
-            }),
-            Err(reason) => Err(AddError { reason, conn }),
-        }
-    }
-
-    /// Reserves an empty slot of `backend` before connecting (see [`Pool::reserve`]).
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`], or [`Error::PoolFull`] when no slot is empty.
-    pub fn reserve(&self, backend: usize) -> Result<Reservation<'_, T>, Error> {
-        self.backend(backend)?.reserve().ok_or(Error::PoolFull)
-    }
-
-    /// Shared access to the connection `token` holds; `None` if the token is not live here.
+    /// Shared access to the connection `token` holds; `None` if this pool did not issue it.
     #[inline]
     pub fn get<'a>(&'a self, token: &'a Token) -> Option<&'a T> {
         self.backends.get(token.backend())?.get(token)
     }
 
-    /// Exclusive access to the connection `token` holds; `None` if the token is not live here.
+    /// Exclusive access to the connection `token` holds; `None` if this pool did not issue it.
     #[inline]
     pub fn get_mut<'a>(&'a self, token: &'a mut Token) -> Option<&'a mut T> {
         self.backends.get(token.backend())?.get_mut(token)
@@ -139,55 +117,16 @@ impl<T> ConnectionPool<T> {
             .is_some_and(|pool| pool.drain(id))
     }
 
-    /// Drains every connection of `backend`: idle ones now, held ones at release. Returns how
-    /// many it closed or marked.
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn drain_backend(&self, backend: usize) -> Result<usize, Error> {
-        Ok(self.backend(backend)?.drain_all())
-    }
-
     /// Drains every backend. Returns how many connections it closed or marked.
     pub fn drain_all(&self) -> usize {
         self.backends.iter().map(|p| p.drain_all()).sum()
     }
 
-    /// Slot counts of `backend`, derived from its slot words.
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn stats(&self, backend: usize) -> Result<Stats, Error> {
-        Ok(self.backend(backend)?.stats())
-    }
-
-    /// Slot counts summed over all backends.
+    /// Slot counts and waiters summed over all backends.
     pub fn total_stats(&self) -> Stats {
         self.backends
             .iter()
             .fold(Stats::default(), |acc, p| acc + p.stats())
-    }
-
-    /// A connection of `backend` or a reserved empty slot, waiting (blocking) up to `timeout`;
-    /// see [`Pool::acquire_timeout`].
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`] or [`Error::Timeout`].
-    pub fn acquire_timeout(
-        &self,
-        backend: usize,
-        timeout: Duration,
-    ) -> Result<Checkout<'_, T>, Error> {
-        self.backend(backend)?.acquire_timeout(timeout)
-    }
-
-    /// A future for a connection of `backend` or a reserved empty slot; see
-    /// [`Pool::acquire_wait`].
-    ///
-    /// # Errors
-    /// [`Error::UnknownBackend`].
-    pub fn acquire_wait(&self, backend: usize) -> Result<AcquireWait<'_, T>, Error> {
-        Ok(self.backend(backend)?.acquire_wait())
     }
 }
 

@@ -5,6 +5,8 @@
 //! design's rule (every error path closes): a lease dropped by `?`, by a panic unwinding or by
 //! a cancelled future may hold a connection in an unknown state (half a request written), and
 //! closing it is the only answer that is always safe. Either way no slot stays `in_use`.
+//!
+//! Leases are built on the pool's raw token API; the pool knows nothing of them.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -42,7 +44,7 @@ pub type Lease<'a, T> = LeaseOf<&'a Pool<T>, T>;
 /// use tokenpool::{OwnedLease, Pool};
 /// let pool = Arc::new(Pool::new(1)?);
 /// pool.release(pool.add(0u64).unwrap(), true);
-/// let mut lease = OwnedLease::acquire(&pool).expect("idle connection");
+/// let mut lease: OwnedLease<u64> = Pool::acquire_lease_owned(&pool).expect("idle connection");
 /// std::thread::spawn(move || {
 ///     *lease += 1;
 ///     lease.release(true);
@@ -65,7 +67,10 @@ where
 }
 
 impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
-    /// Wraps a token of `pool`; hands the token back if it is not one of `pool`'s live tokens.
+    /// Wraps a raw token of `pool`; hands the token back if `pool` did not issue it.
+    ///
+    /// # Errors
+    /// The token, untouched, if it belongs to another pool (or backend, or a dropped pool).
     pub fn new(pool: P, token: Token) -> Result<Self, Token> {
         if pool.get(&token).is_none() {
             return Err(token);
@@ -73,7 +78,7 @@ impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
         Ok(Self::from_valid(pool, token))
     }
 
-    /// Wraps a token known to be held in `pool` (just acquired or added).
+    /// Wraps a token `pool` just issued (acquired, added or filled) or handed off.
     pub(crate) fn from_valid(pool: P, token: Token) -> Self {
         LeaseOf {
             pool,
@@ -91,7 +96,8 @@ impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
         }
     }
 
-    /// Gives up the RAII guard and returns the raw token (to be released by hand).
+    /// Gives up the RAII guard and returns the raw token, to be given to
+    /// [`Pool::release`](crate::Pool::release) by hand.
     pub fn into_token(mut self) -> Token {
         self.token.take().expect(HELD)
     }
@@ -111,10 +117,21 @@ impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
     }
 }
 
-impl<T> OwnedLease<T> {
-    /// Acquires an available connection of `pool`, or `None` if none is available now.
-    pub fn acquire(pool: &Arc<Pool<T>>) -> Option<Self> {
-        pool.acquire().map(|t| Self::from_valid(pool.clone(), t))
+impl<T> Pool<T> {
+    /// Takes an available connection as a [`Lease`] (released on drop), or `None` if none is
+    /// available now. Does not wait; see [`acquire_wait`](Pool::acquire_wait) for that.
+    #[inline]
+    pub fn acquire_lease(&self) -> Option<Lease<'_, T>> {
+        self.acquire().map(|t| LeaseOf::from_valid(self, t))
+    }
+
+    /// Like [`acquire_lease`](Pool::acquire_lease), owning an `Arc` of the pool, so that the
+    /// lease is `'static` and can move into spawned tasks and threads. Called as
+    /// `Pool::acquire_lease_owned(&pool)`.
+    #[inline]
+    pub fn acquire_lease_owned(pool: &Arc<Self>) -> Option<OwnedLease<T>> {
+        let t = pool.acquire()?;
+        Some(LeaseOf::from_valid(Arc::clone(pool), t))
     }
 }
 

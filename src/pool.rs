@@ -1,17 +1,23 @@
-//! [`Pool`]: the slots of one backend and the token operations on them.
+//! [`Pool`]: the slots of one backend and the raw token operations on them.
+//!
+//! This is the engine, as parking_lot's raw locks stand under `lock_api`'s guards: it deals
+//! in [`Token`]s only. The owners that release on drop ([`Lease`](crate::Lease),
+//! [`Reservation`](crate::Reservation)) and the ways to wait ([`Checkout`](crate::Checkout))
+//! are built on it in their own modules.
+
+mod hint;
 
 use std::fmt;
 
 use crossbeam_utils::CachePadded;
 
-use crate::error::Error;
-use crate::lease::Lease;
+use crate::error::SizeError;
 use crate::slot::Slot;
 use crate::stats::Stats;
-use crate::sync::{pool_seed, scan_hint, set_scan_hint, ScanHint};
-use crate::token::{ConnId, Token};
+use crate::token::{ConnId, PoolId, Token};
 use crate::wait::Waiters;
-use crate::word::{gen_of, is_held_by, state_of, with_state, SlotState};
+use crate::word::{Generation, SlotState, Word};
+use hint::ScanHint;
 
 /// Most slots one pool can have (a token names its slot in 16 bits).
 pub const MAX_SLOTS: usize = 1 << 16;
@@ -19,13 +25,23 @@ pub const MAX_SLOTS: usize = 1 << 16;
 /// What [`Pool::release`] did with the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
-    /// Back in the pool, available to the next `acquire`.
+    /// Back in the pool: handed to the longest waiter, or available to the next `acquire`.
     Returned,
     /// Closed (dropped): `keep` was false, or the connection was draining.
     Closed,
-    /// The token does not hold a slot of this pool (it came from another pool or backend);
-    /// nothing was changed and nothing was dropped.
+    /// The token was not issued by this pool (another pool, another backend, or a pool that
+    /// no longer exists); nothing was changed and nothing was dropped.
     Rejected,
+}
+
+/// What a releaser hands to the waiter at the front of the queue: the slot it freed, taken
+/// back for that waiter, with its connection or (after a close) empty and reserved.
+#[derive(Debug)]
+pub(crate) enum Handoff {
+    /// A held slot with its connection.
+    Conn(Token),
+    /// A held slot without a connection (a reservation).
+    Vacant(Token),
 }
 
 /// A fixed array of connection slots for one backend, handing out [`Token`]s.
@@ -34,6 +50,11 @@ pub enum Released {
 /// compare-and-swap (see the crate docs for the state machine). Only waiting
 /// ([`acquire_timeout`](Pool::acquire_timeout), [`acquire_wait`](Pool::acquire_wait)) takes a
 /// lock, and only while a waiter registers or is woken.
+///
+/// This type's own methods are the raw, low-level API: a [`Token`] from [`acquire`](Pool::acquire)
+/// or [`add`](Pool::add) must be given back to [`release`](Pool::release). The RAII API
+/// ([`acquire_lease`](Pool::acquire_lease), [`reserve`](Pool::reserve), the waiting methods)
+/// releases on drop.
 ///
 /// # Examples
 /// ```
@@ -51,9 +72,10 @@ pub enum Released {
 /// # Ok::<(), tokenpool::Error>(())
 /// ```
 pub struct Pool<T> {
-    slots: Box<[CachePadded<Slot<T>>]>,
+    id: PoolId,
     backend: u16,
-    pub(crate) waiters: Waiters,
+    slots: Box<[CachePadded<Slot<T>>]>,
+    waiters: Waiters<Handoff>,
 }
 
 // SAFETY: a `Pool<T>` hands out access to each connection to one holder at a time (the holder
@@ -65,25 +87,25 @@ impl<T> Pool<T> {
     /// A pool of `slots` empty slots.
     ///
     /// # Errors
-    /// [`Error::InvalidSize`] unless `1 <= slots <= MAX_SLOTS`.
-    pub fn new(slots: usize) -> Result<Self, Error> {
+    /// [`SizeError`] unless `1 <= slots <= MAX_SLOTS` and the slots can be allocated.
+    ///
+    /// # Panics
+    /// Only if 2^64 - 1 pools have been created in this process (see
+    /// [`std::thread::ThreadId`] for the same rule): pool identities are never reused.
+    pub fn new(slots: usize) -> Result<Self, SizeError> {
         Self::for_backend(slots, 0)
     }
 
-    pub(crate) fn for_backend(slots: usize, backend: u16) -> Result<Self, Error> {
-        if slots == 0 || slots > MAX_SLOTS {
-            return Err(Error::InvalidSize {
-                requested: slots,
-                max: MAX_SLOTS,
-                what: "slots",
-            });
-        }
-        let seed = pool_seed();
+    pub(crate) fn for_backend(slots: usize, backend: u16) -> Result<Self, SizeError> {
+        SizeError::check("slots", slots, MAX_SLOTS)?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(slots)
+            .map_err(|_| SizeError::Alloc { slots })?;
+        v.extend((0..slots).map(|_| CachePadded::new(Slot::new())));
         Ok(Pool {
-            slots: (0..slots)
-                .map(|_| CachePadded::new(Slot::new(seed)))
-                .collect(),
+            id: PoolId::next(),
             backend,
+            slots: v.into_boxed_slice(),
             waiters: Waiters::default(),
         })
     }
@@ -98,33 +120,34 @@ impl<T> Pool<T> {
         usize::from(self.backend)
     }
 
-    /// The slot a token or id names, if it names one of this pool's.
+    /// The slot `token` holds, if this pool issued it. The pool identity is compared before
+    /// any slot is touched; the backend and the slot index are checked too, so that even a
+    /// token that claimed this pool's identity could not reach outside its slots.
     #[inline(always)]
-    fn slot_at(&self, slot: usize, backend: usize) -> Option<&Slot<T>> {
-        if backend != usize::from(self.backend) {
+    fn slot_of(&self, token: &Token) -> Option<&Slot<T>> {
+        if token.pool_id() != self.id || token.backend() != usize::from(self.backend) {
             return None;
         }
-        self.slots.get(slot).map(|s| &**s)
+        self.slots.get(token.slot()).map(|s| &**s)
     }
 
     /// The token for slot `slot` held with word `held`.
     #[inline(always)]
-    pub(crate) fn token(&self, held: u32, slot: usize) -> Token {
+    pub(crate) fn token(&self, held: Word, slot: usize) -> Token {
         // `slot < MAX_SLOTS` was checked in `new`, so it fits in 16 bits.
-        Token::new(held, slot as u16, self.backend)
+        Token::new(self.id, held, slot as u16, self.backend)
     }
 
     /// Takes exclusive access to an available connection, or `None` if none is available now
     /// (it does not wait; see [`acquire_timeout`](Pool::acquire_timeout) and
-    /// [`acquire_wait`](Pool::acquire_wait)).
+    /// [`acquire_wait`](Pool::acquire_wait)). The raw form of
+    /// [`acquire_lease`](Pool::acquire_lease): the token must be given to
+    /// [`release`](Pool::release).
     ///
     /// The search starts at the slot this thread acquired last (likely the one it just
     /// returned), so threads spread over the slots instead of fighting over the first.
     #[inline]
     pub fn acquire(&self) -> Option<Token> {
-        let n = self.slots.len();
-        let hint = scan_hint();
-        let this = self as *const Self as usize;
         // Fast path: the connection this thread returned last is most likely still there,
         // `Available` with the word it left. CAS from that predicted word at once, without
         // loading the word first: on one thread the load would wait for our own previous
@@ -132,26 +155,33 @@ impl<T> Pool<T> {
         // checkout+return pair. The CAS is exactly `try_acquire`'s: from an exact `Available`
         // word (state *and* generation) to the same generation `InUse`, so a stale prediction
         // (taken meanwhile, closed, another connection since) just fails and we scan.
-        if hint.pool == this && hint.slot < n && state_of(hint.word) == SlotState::Available {
-            if let Some(held) = self.slots[hint.slot].acquire_from(hint.word) {
-                return Some(self.token(held, hint.slot));
+        let hint = hint::get();
+        if let Some(word) = hint.predicted(self.id) {
+            // A hint about this pool names one of its slots, so `get` always finds it.
+            if let Some(slot) = self.slots.get(hint.slot) {
+                if let Some(held) = slot.acquire_from(word) {
+                    return Some(self.token(held, hint.slot));
+                }
             }
         }
-        let start = if hint.slot < n {
-            hint.slot
-        } else {
-            hint.slot % n
-        };
+        self.acquire_scan()
+    }
+
+    /// `acquire` without a (right) prediction: every slot once, from the hinted one on.
+    #[inline(never)]
+    fn acquire_scan(&self) -> Option<Token> {
+        let n = self.slots.len();
+        let start = hint::get_for_scan().start(n);
         let mut i = start;
         loop {
             if let Some(held) = self.slots[i].try_acquire() {
                 // `release(keep)` leaves this very word back in the slot, so it is the
                 // prediction for our next acquire.
-                set_scan_hint(ScanHint {
-                    pool: this,
-                    slot: i,
-                    word: with_state(held, SlotState::Available),
-                });
+                hint::set(ScanHint::new(
+                    self.id,
+                    i,
+                    held.with_state(SlotState::Available),
+                ));
                 return Some(self.token(held, i));
             }
             i += 1;
@@ -164,115 +194,153 @@ impl<T> Pool<T> {
         }
     }
 
-    /// Like [`acquire`](Pool::acquire), wrapped in a [`Lease`] that releases on drop.
-    pub fn acquire_lease(&self) -> Option<Lease<'_, T>> {
-        self.acquire().map(|t| Lease::from_valid(self, t))
-    }
-
-    /// Adds a new connection to an empty slot and returns exclusive access to it.
+    /// Adds a new connection to an empty slot and returns exclusive access to it (a raw token,
+    /// to be given to [`release`](Pool::release)).
     ///
     /// # Errors
     /// A full pool hands the connection back untouched: nothing is lost or dropped.
     pub fn add(&self, conn: T) -> Result<Token, T> {
         match self.claim_empty() {
-            Some((i, held)) => {
-                // SAFETY: `claim_empty` made us the holder of slot `i`.
-                unsafe { self.slots[i].put(conn) };
-                Ok(self.token(held, i))
+            Some(mut token) => {
+                self.put(&mut token, conn);
+                Ok(token)
             }
             None => Err(conn),
         }
     }
 
-    /// Claims an empty slot before its connection exists (for an async connect), so that two
-    /// connects never race for the last slot. `None` if no slot is empty.
-    ///
-    /// The slot counts as `in_use` until [`Reservation::fill`](crate::Reservation::fill) puts
-    /// the connection in, or the reservation is dropped (the slot is then empty again).
-    pub fn reserve(&self) -> Option<crate::Reservation<'_, T>> {
-        self.claim_empty()
-            .map(|(i, held)| crate::Reservation::new(self, i, held))
-    }
-
-    fn claim_empty(&self) -> Option<(usize, u32)> {
+    /// Claims an empty slot before its connection exists; its token has no connection until
+    /// [`put`](Pool::put). For the reservation types, which never let such a token out.
+    pub(crate) fn claim_empty(&self) -> Option<Token> {
         self.slots
             .iter()
             .enumerate()
-            .find_map(|(i, s)| s.try_claim_empty().map(|held| (i, held)))
+            .find_map(|(i, s)| s.try_claim_empty().map(|held| self.token(held, i)))
     }
 
-    /// Writes `conn` into the reserved slot `slot` and returns its token.
-    pub(crate) fn fill(&self, slot: usize, held: u32, conn: T) -> Token {
-        // SAFETY: the reservation that calls this holds `slot` with `held`.
-        unsafe { self.slots[slot].put(conn) };
-        self.token(held, slot)
+    /// Writes `conn` into the slot `token` holds (a claimed empty slot).
+    pub(crate) fn put(&self, token: &mut Token, conn: T) {
+        match self.cell_mut(token) {
+            Some(cell) => {
+                debug_assert!(cell.is_none(), "put into a slot that has a connection");
+                *cell = Some(conn);
+            }
+            None => debug_assert!(false, "put with a token of another pool"),
+        }
     }
 
-    /// Shared access to the connection `token` holds, or `None` if the token is not one of
-    /// this pool's live tokens. One atomic load and two compares.
+    /// The connection cell `token` holds, if this pool issued `token`.
+    #[inline(always)]
+    fn cell<'a>(&'a self, token: &'a Token) -> Option<&'a Option<T>> {
+        let slot = self.slot_of(token)?;
+        debug_assert!(
+            slot.load().is_held_by(token.held()),
+            "a live token holds its slot"
+        );
+        // SAFETY: `token` was issued by this pool (the identity is unique in the process and
+        // checked above, with the backend and the slot index) and is live (tokens are
+        // move-only and `release` consumes them). The pool moves a slot out of
+        // InUse/Draining only for the party that holds it (`release`, and the pool's own
+        // drains and evictions of slots *they* took), so the slot stays held by `token`, and
+        // no one else touches the cell, for as long as `token` is borrowed ('a): a `&Token`
+        // is all a caller has, and `Token` is `!Sync`, so the only references to the cell
+        // made meanwhile are shared ones like this. No load of the slot word is needed for
+        // that (the word could only confirm it); debug builds check it anyway.
+        Some(unsafe { slot.cell() })
+    }
+
+    /// The connection cell `token` holds, mutably, if this pool issued `token`.
+    #[inline(always)]
+    fn cell_mut<'a>(&'a self, token: &'a mut Token) -> Option<&'a mut Option<T>> {
+        let slot = self.slot_of(token)?;
+        debug_assert!(
+            slot.load().is_held_by(token.held()),
+            "a live token holds its slot"
+        );
+        // SAFETY: as in `cell`; and `token` is borrowed mutably for 'a, so no other reference
+        // to this cell can be made through the pool meanwhile.
+        Some(unsafe { slot.cell_mut() })
+    }
+
+    /// Shared access to the connection `token` holds, or `None` if this pool did not issue
+    /// the token. Compares the pool identity, backend and slot index; reads no atomic.
     #[inline(always)]
     pub fn get<'a>(&'a self, token: &'a Token) -> Option<&'a T> {
-        let slot = self.slot_at(token.slot(), token.backend())?;
-        if !is_held_by(slot.load(), token.held()) {
-            return None;
-        }
-        // SAFETY: the word shows the slot held by `token`, which is move-only and `!Sync`, and
-        // only its holder moves a held slot out of InUse/Draining: so the slot stays held while
-        // `token` is borrowed ('a), and `&Token` gives no `&mut` access meanwhile.
-        unsafe { slot.conn_ref() }
+        self.cell(token)?.as_ref()
     }
 
-    /// Exclusive access to the connection `token` holds, or `None` if the token is not one of
-    /// this pool's live tokens.
+    /// Exclusive access to the connection `token` holds, or `None` if this pool did not issue
+    /// the token.
     #[inline(always)]
     pub fn get_mut<'a>(&'a self, token: &'a mut Token) -> Option<&'a mut T> {
-        let slot = self.slot_at(token.slot(), token.backend())?;
-        if !is_held_by(slot.load(), token.held()) {
-            return None;
-        }
-        // SAFETY: as in `get`, and the token is borrowed mutably for 'a, so no other reference
-        // to this connection can be made through the pool meanwhile.
-        unsafe { slot.conn_mut() }
+        self.cell_mut(token)?.as_mut()
     }
 
     /// Gives up `token`: `keep = true` returns the connection to the pool (unless it was
     /// drained meanwhile, in which case it is closed), `keep = false` closes it. Closing drops
-    /// the connection, exactly once, after the slot is free again.
+    /// the connection, exactly once, after the slot is free again. A freed slot goes to the
+    /// longest waiter first (see [`acquire_timeout`](Pool::acquire_timeout)).
+    ///
+    /// A token this pool did not issue is answered [`Released::Rejected`] and changes nothing.
+    #[inline]
     pub fn release(&self, token: Token, keep: bool) -> Released {
-        let Some(slot) = self.slot_at(token.slot(), token.backend()) else {
+        let Some(slot) = self.slot_of(&token) else {
+            // Not ours: dropping it counts it as unreleased (its own pool never got it back).
             return Released::Rejected;
         };
-        let held = token.held();
+        let (held, i) = token.consume();
         if keep {
             match slot.release_keep(held) {
-                Ok(()) => {
-                    self.waiters.notify_one();
+                Ok(available) => {
+                    self.waiters
+                        .notify_one_with(|| self.take_back_available(i, available));
                     return Released::Returned;
                 }
                 // Draining: still ours, and it must be closed now.
-                Err(seen) if is_held_by(seen, held) => {}
-                Err(_) => return Released::Rejected,
+                Err(seen) => debug_assert!(seen.is_held_by(held), "{seen:?} under {held:?}"),
             }
-        } else if !is_held_by(slot.load(), held) {
-            return Released::Rejected;
         }
-        self.close(slot, held);
+        self.close(i, held);
         Released::Closed
     }
 
-    /// Closes a slot we hold: empties it, wakes a waiter, then drops the connection.
-    fn close(&self, slot: &Slot<T>, held: u32) {
-        let conn = slot.close_held(held);
-        self.waiters.notify_one();
+    /// Gives back what a releaser handed to a waiter that no longer wants it.
+    pub(crate) fn release_handoff(&self, handoff: Handoff) {
+        let _ = match handoff {
+            Handoff::Conn(token) => self.release(token, true),
+            // No connection in it: closing just empties the slot.
+            Handoff::Vacant(token) => self.release(token, false),
+        };
+    }
+
+    /// For the waiter a release is about to wake: the connection just made `available` in
+    /// slot `i`, taken back (one CAS from that exact word) unless another thread took it first.
+    fn take_back_available(&self, i: usize, available: Word) -> Option<Handoff> {
+        let held = self.slots[i].acquire_from(available)?;
+        Some(Handoff::Conn(self.token(held, i)))
+    }
+
+    /// Closes slot `i`, which we hold with `held`: empties it, hands it (reserved) to the
+    /// longest waiter if there is one, then drops the connection.
+    #[inline(never)]
+    fn close(&self, i: usize, held: Word) {
+        let (conn, empty) = self.slots[i].close_held(held);
+        self.waiters.notify_one_with(|| {
+            let held = self.slots[i].claim_empty_from(empty)?;
+            Some(Handoff::Vacant(self.token(held, i)))
+        });
         drop(conn);
     }
 
     /// Drains the connection `id` names: closes it now if it is idle, or marks it `draining`
     /// so that its holder's release closes it. Returns `false` if that connection is no longer
-    /// in the pool (closed already, or the id is from another pool or backend).
+    /// in the pool (closed already) or this pool did not issue the id.
     pub fn drain(&self, id: ConnId) -> bool {
-        match self.slot_at(id.slot(), id.backend()) {
-            Some(slot) => self.drain_slot(slot, Some(id.generation())),
+        if id.pool_id() != self.id || id.backend() != usize::from(self.backend) {
+            return false;
+        }
+        match self.slots.get(id.slot()) {
+            Some(_) => self.drain_slot(id.slot(), Some(id.gen())),
             None => false,
         }
     }
@@ -280,21 +348,21 @@ impl<T> Pool<T> {
     /// Drains every connection: idle ones are closed now, held ones when released. Returns
     /// how many connections this call closed or marked (already draining ones not counted).
     pub fn drain_all(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| self.drain_slot(s, None))
+        (0..self.slots.len())
+            .filter(|&i| self.drain_slot(i, None))
             .count()
     }
 
     /// Shared loop of `drain` (`only = Some(generation)`) and `drain_all` (`only = None`).
-    fn drain_slot(&self, slot: &Slot<T>, only: Option<u32>) -> bool {
+    fn drain_slot(&self, i: usize, only: Option<Generation>) -> bool {
+        let slot = &self.slots[i];
         loop {
             let cur = slot.load();
-            if only.is_some_and(|g| g != gen_of(cur)) {
+            if only.is_some_and(|g| g != cur.generation()) {
                 return false;
             }
-            let held = with_state(cur, SlotState::InUse);
-            match state_of(cur) {
+            let held = cur.with_state(SlotState::InUse);
+            match cur.state() {
                 SlotState::Empty => return false,
                 SlotState::Draining => return only.is_some(),
                 SlotState::InUse => {
@@ -305,7 +373,7 @@ impl<T> Pool<T> {
                 SlotState::Available => {
                     // Become its holder (from exactly `cur`), then close it like a holder.
                     if slot.acquire_from(cur).is_some() {
-                        self.close(slot, held);
+                        self.close(i, held);
                         return true;
                     }
                 }
@@ -322,15 +390,18 @@ impl<T> Pool<T> {
         let mut closed = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             let cur = slot.load();
-            if state_of(cur) != SlotState::Available {
+            if cur.state() != SlotState::Available {
                 continue;
             }
             let Some(held) = slot.acquire_from(cur) else {
                 continue;
             };
-            let lease = Lease::from_valid(self, self.token(held, i));
-            let gone = evict(&lease);
-            if lease.release(!gone) == Released::Closed {
+            let guard = CloseOnDrop {
+                pool: self,
+                token: Some(self.token(held, i)),
+            };
+            let gone = guard.conn().is_some_and(&mut evict);
+            if guard.release(!gone) == Released::Closed {
                 closed += 1;
             }
         }
@@ -338,12 +409,15 @@ impl<T> Pool<T> {
     }
 
     /// A snapshot of how many slots are in each state, read from the slot words (so the
-    /// counts always sum to [`capacity`](Pool::capacity) and can never underflow). Under
-    /// concurrent use each slot is read at a slightly different moment.
+    /// counts cannot drift or underflow), and how many callers wait. Under concurrent use
+    /// each slot is read at a slightly different moment. Reads no lock.
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats::default();
+        let mut stats = Stats {
+            waiters: self.waiters.hint_len(),
+            ..Stats::default()
+        };
         for slot in self.slots.iter() {
-            match state_of(slot.load()) {
+            match slot.load().state() {
                 SlotState::Empty => stats.empty += 1,
                 SlotState::Available => stats.available += 1,
                 SlotState::InUse => stats.in_use += 1,
@@ -352,11 +426,53 @@ impl<T> Pool<T> {
         }
         stats
     }
+
+    /// How many waiters the wait queue holds, counted in the queue itself under its lock.
+    /// For tests that check that no waiter is left behind; [`Stats::waiters`] is the
+    /// lock-free figure for monitoring.
+    #[doc(hidden)]
+    pub fn queued_waiters(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// The wait queue (for the waiting module).
+    pub(crate) fn waiters(&self) -> &Waiters<Handoff> {
+        &self.waiters
+    }
+}
+
+/// A slot the pool took for itself (an idle connection under `evict_idle`'s predicate),
+/// closed if anything unwinds before it is released: the one `Drop` for every exit path.
+struct CloseOnDrop<'a, T> {
+    pool: &'a Pool<T>,
+    token: Option<Token>,
+}
+
+impl<T> CloseOnDrop<'_, T> {
+    fn conn(&self) -> Option<&T> {
+        self.pool.get(self.token.as_ref()?)
+    }
+
+    fn release(mut self, keep: bool) -> Released {
+        match self.token.take() {
+            Some(t) => self.pool.release(t, keep),
+            None => Released::Rejected,
+        }
+    }
+}
+
+impl<T> Drop for CloseOnDrop<'_, T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.take() {
+            self.pool.release(t, false);
+        }
+    }
 }
 
 impl<T> fmt::Debug for Pool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
+            .field("id", &self.id)
             .field("backend", &self.backend)
             .field("capacity", &self.capacity())
             .field("stats", &self.stats())
@@ -396,10 +512,17 @@ mod tests {
 
     #[test]
     fn new_rejects_zero_and_oversized_pools() {
-        assert!(matches!(Pool::<()>::new(0), Err(Error::InvalidSize { .. })));
+        assert!(matches!(
+            Pool::<()>::new(0),
+            Err(SizeError::OutOfRange {
+                what: "slots",
+                requested: 0,
+                ..
+            })
+        ));
         assert!(matches!(
             Pool::<()>::new(MAX_SLOTS + 1),
-            Err(Error::InvalidSize { .. })
+            Err(SizeError::OutOfRange { max: MAX_SLOTS, .. })
         ));
         assert_eq!(Pool::<()>::new(MAX_SLOTS).unwrap().capacity(), MAX_SLOTS);
     }
@@ -633,7 +756,7 @@ mod tests {
                 empty: 1,
                 available: 1,
                 in_use: 1,
-                draining: 0
+                ..Stats::default()
             }
         );
         let t = pool.acquire().unwrap();
@@ -665,8 +788,8 @@ mod tests {
         let g1 = t.conn_id().generation();
         pool.release(t, false);
         let t = pool.add(()).unwrap();
-        assert_eq!(t.conn_id().generation(), crate::word::next_gen(g1));
-        assert!(t.conn_id().generation() <= crate::word::GEN_MAX);
+        assert_eq!(t.conn_id().generation(), g1 + 1);
+        assert!(t.conn_id().generation() <= Generation::MAX.get());
         pool.release(t, false);
     }
 

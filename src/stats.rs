@@ -1,7 +1,7 @@
-//! [`Stats`]: slot counts derived from slot words.
+//! [`Stats`]: slot counts derived from slot words, and the waiters.
 
 /// How many slots of a backend are in each state, counted from the slot words themselves
-/// (there is no separate counter to drift or underflow).
+/// (there is no separate counter to drift or underflow), and how many callers wait.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Stats {
     /// Slots without a connection.
@@ -12,10 +12,13 @@ pub struct Stats {
     pub in_use: usize,
     /// Held connections marked to be closed when released.
     pub draining: usize,
+    /// Threads and tasks waiting for a connection or a free slot (`acquire_timeout`,
+    /// `acquire_wait`). A pool with `available == 0`, `empty == 0` and waiters is exhausted.
+    pub waiters: usize,
 }
 
 impl Stats {
-    /// All slots (always the pool's capacity).
+    /// All slots counted (the pool's capacity).
     pub fn total(&self) -> usize {
         self.empty + self.available + self.in_use + self.draining
     }
@@ -35,6 +38,7 @@ impl std::ops::Add for Stats {
             available: self.available + o.available,
             in_use: self.in_use + o.in_use,
             draining: self.draining + o.draining,
+            waiters: self.waiters + o.waiters,
         }
     }
 }

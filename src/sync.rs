@@ -1,9 +1,10 @@
-//! The one place that decides which atomics, cells and thread primitives are real.
+//! The one place that decides which atomics, cells, locks and thread primitives are real.
 //!
 //! Under `--cfg loom` with the `loom` feature (how `loom-tests/` builds this crate) every type here
 //! comes from [`loom`], so the model checker explores the very code that ships. Everywhere else
 //! the `std` types are re-exported unchanged. No other module imports atomics, `UnsafeCell`,
-//! `Mutex`, `Arc` or thread parking from `std` directly.
+//! `Mutex`, `Arc`, thread-locals or thread parking from `std` directly. This module holds
+//! primitives only: no pool policy.
 //!
 //! The gate is `all(loom, feature = "loom")` rather than `all(test, loom)`: `cfg(test)` is not
 //! set when the crate is compiled as a dependency of the separate `loom-tests` crate.
@@ -14,6 +15,7 @@ mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicU32, Ordering};
     pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
     pub(crate) use loom::thread::{current, Thread};
+    pub(crate) use loom::thread_local;
 
     /// loom has no timed park; a model never relies on a timeout firing, so parking until
     /// unparked is the faithful stand-in (a missing unpark shows up as a loom deadlock).
@@ -22,24 +24,16 @@ mod imp {
     }
 
     /// loom models `SeqCst` only on fences, not on loads, stores or read-modify-writes
-    /// (tokio-rs/loom#180), so the store-buffering pair in [`crate::wait`] gets a real fence
-    /// here. See [`sc_fence_after_rmw`] for why std builds need none.
+    /// (tokio-rs/loom#180), so the store-buffering pair of the wake-up protocol gets a real
+    /// fence here. See the std side for why std builds need none.
     pub(crate) fn sc_fence_after_rmw() {
         fence(Ordering::SeqCst);
     }
 
-    /// Under loom the scan always starts at slot 0 and predicts nothing: the hint is a
-    /// performance aid, not part of any correctness argument, and a fixed start keeps models
-    /// deterministic.
-    pub(crate) fn scan_hint() -> super::ScanHint {
-        super::ScanHint::NONE
-    }
+    /// Spinning only grows a model's state space: waiters park at once.
+    pub(crate) const SPINS: u32 = 0;
 
-    /// See [`scan_hint`].
-    pub(crate) fn set_scan_hint(_hint: super::ScanHint) {}
-
-    /// A spin-then-park helper; under loom spinning only grows the state space, so it is
-    /// "completed" from the start and waiters park at once.
+    /// A stand-in for crossbeam's `Backoff` (never called under loom, as [`SPINS`] is 0).
     #[derive(Debug, Default)]
     pub(crate) struct Backoff;
 
@@ -47,21 +41,24 @@ mod imp {
         pub(crate) fn new() -> Self {
             Backoff
         }
-        pub(crate) fn snooze(&self) {}
-        pub(crate) fn is_completed(&self) -> bool {
-            true
-        }
+        pub(crate) fn spin(&self) {}
     }
 }
 
 #[cfg(not(all(loom, feature = "loom")))]
 mod imp {
-    use std::cell::Cell;
     pub(crate) use std::sync::atomic::{fence, AtomicU32, Ordering};
     pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
     pub(crate) use std::thread::{current, park_timeout, Thread};
+    pub(crate) use std::thread_local;
 
     pub(crate) use crossbeam_utils::Backoff;
+
+    /// How many exponential spin steps a waiter tries before it queues and parks: 2^0 + … +
+    /// 2^5 = 63 `spin_loop` hints, well under a microsecond. No `yield_now` phase: a waiter
+    /// that yields its core is not in the queue yet, so it gets no hand-off, and on a busy
+    /// machine it may not run again for a whole scheduler slice while others take the slot.
+    pub(crate) const SPINS: u32 = 6;
 
     /// `std::cell::UnsafeCell` with loom's closure-based accessors, so callers are identical
     /// under both builds.
@@ -92,86 +89,16 @@ mod imp {
     /// release pays nothing for it; a `fence(SeqCst)` here would cost an `mfence` per release.
     #[inline(always)]
     pub(crate) fn sc_fence_after_rmw() {}
-
-    thread_local! {
-        /// Where this thread acquired last; `pool == usize::MAX` until first use.
-        static HINT: Cell<super::ScanHint> = const {
-            Cell::new(super::ScanHint { pool: usize::MAX, ..super::ScanHint::NONE })
-        };
-    }
-
-    /// Hands out distinct first hints so threads start their searches at different slots.
-    static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-    /// Where this thread should try first: the slot it acquired last (where the connection it
-    /// just returned is most likely still available) and the word it left there, or on first
-    /// use a per-thread start so that threads do not all fight over slot 0.
-    #[inline(always)]
-    pub(crate) fn scan_hint() -> super::ScanHint {
-        let h = HINT.with(Cell::get);
-        if h.pool != usize::MAX {
-            return h;
-        }
-        // Relaxed: the counter only needs distinct values, not ordering with other memory.
-        let fresh = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) & (u16::MAX as usize);
-        let h = super::ScanHint {
-            slot: fresh,
-            ..super::ScanHint::NONE
-        };
-        HINT.with(|c| c.set(h));
-        h
-    }
-
-    /// Records where this thread just acquired.
-    #[inline(always)]
-    pub(crate) fn set_scan_hint(hint: super::ScanHint) {
-        HINT.with(|c| c.set(hint));
-    }
-}
-
-/// Where a thread starts its next `acquire`: the pool and slot it acquired last, and the
-/// `Available` word it expects to find there when it returned that connection.
-///
-/// Only a hint: a wrong or stale one costs a failed compare-and-swap and a scan, never a wrong
-/// acquire (see `Pool::acquire`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ScanHint {
-    /// Address of the pool the hint is about (0: none).
-    pub(crate) pool: usize,
-    /// Slot index to start the scan at (taken modulo the pool's size).
-    pub(crate) slot: usize,
-    /// The predicted slot word; predicts nothing unless its state is `Available`.
-    pub(crate) word: u32,
-}
-
-impl ScanHint {
-    /// No pool, slot 0, no prediction (word 0 is `Empty`).
-    pub(crate) const NONE: ScanHint = ScanHint {
-        pool: 0,
-        slot: 0,
-        word: 0,
-    };
 }
 
 pub(crate) use imp::*;
 
-/// A starting generation for a new pool's slots.
+/// Locks `m`, ignoring poisoning.
 ///
-/// Pools start at different points of the 2^30 generation space, so a token or id presented
-/// to a pool that did not issue it (a programming error) is rejected unless that pool's slot
-/// happens to hold exactly the same generation. Consecutive pools are spaced by the golden
-/// ratio of the space, so a collision needs roughly 2^28 connections on one slot first.
-/// Under loom every pool starts at 0 to keep models deterministic.
-pub(crate) fn pool_seed() -> u32 {
-    #[cfg(all(loom, feature = "loom"))]
-    {
-        0
-    }
-    #[cfg(not(all(loom, feature = "loom")))]
-    {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        // Relaxed: only distinct values matter.
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n.wrapping_mul(0x9E37_79B9) >> crate::word::STATE_BITS
-    }
+/// Every lock in this crate guards a value that each critical section leaves consistent at
+/// every point a panic can start (a push, a pop, a take, a replace), so a lock poisoned by a
+/// panicking holder is still safe to use, and refusing it would turn one panic into many.
+#[inline]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

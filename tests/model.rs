@@ -2,43 +2,39 @@
 //! simple sequential reference model of the pool.
 //!
 //! The reference ([`Model`]) keeps, per slot, its state, how many connections it has received
-//! (from which the generation follows), the connection it holds and the writes made to that
-//! connection through `get_mut`.
+//! (which is the generation: every pool starts at generation 0 and the first connection of a
+//! slot gets generation 1), the connection it holds and the writes made to that connection
+//! through `get_mut`.
 //! After every operation the test compares the pool's answer with the model's, `stats()` of
-//! every backend with the model's counts, and the drop count of every connection ever made
-//! with the model's set of closed connections. Generations are checked relative to each
-//! backend's starting generation (pools start at spread-out generations, which the model
-//! learns from the first id it sees).
+//! every backend with the model's counts (and no waiter left queued), the drop count of every
+//! connection ever made with the model's set of closed connections, and the slots the pool
+//! shows held with the tokens the test holds. Tokens are also shown to a *twin* pool of the
+//! same shape whose every slot holds a connection of generation 1, so a token that differs
+//! from the twin's only by its pool is rejected there too.
 //!
 //! This is a state-machine test written by hand over a `Vec<Op>` strategy (the
 //! `proptest-state-machine` crate is not a dependency); proptest shrinks a failing sequence
 //! to a minimal one.
 
-use std::cell::RefCell;
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use counting::{Conn, Ledger};
 use proptest::prelude::*;
-use tokenpool::{Checkout, ConnId, ConnectionPool, Error, Released, Reservation, Stats, Token};
+use tokenpool::{Checkout, ConnId, ConnectionPool, Released, Reservation, Stats, Timeout, Token};
 
 const BACKENDS: usize = 2;
 const SLOTS: usize = 3;
 /// Generations are 30 bits wide.
 const GEN_MASK: u32 = (1 << 30) - 1;
-
-/// A waker that does nothing (`Waker::noop` needs Rust 1.85; the crate supports 1.80).
-struct NoopWaker;
-
-impl Wake for NoopWaker {
-    fn wake(self: Arc<Self>) {}
-}
-
-fn noop_waker() -> Waker {
-    Waker::from(Arc::new(NoopWaker))
-}
+/// Connections one case can create at most (each op creates at most one; the twin's aside).
+const MAX_CONNS: usize = 1024;
 
 /// One step of a test case. Indices (`token`, `id`) pick among what exists at that point,
 /// modulo its length.
@@ -79,7 +75,7 @@ enum Op {
     GetMut {
         token: usize,
     },
-    /// Presents a token to the pool of the other backend: rejected.
+    /// Presents a token to the pool of the other backend, and to the twin pool: rejected.
     ForeignGet {
         token: usize,
     },
@@ -120,20 +116,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A connection: its id, a counter written through `get_mut`, and its drop count.
-#[derive(Debug)]
-struct Conn {
-    id: usize,
-    uses: u32,
-    drops: Rc<RefCell<Vec<u32>>>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.drops.borrow_mut()[self.id] += 1;
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Empty,
@@ -145,21 +127,19 @@ enum State {
 #[derive(Clone, Debug)]
 struct RefSlot {
     state: State,
-    /// Connections (or reservations) this slot has received; the generation is the
-    /// backend's starting generation plus this.
+    /// Connections (or reservations) this slot has received: the generation (mod 2^30) of
+    /// the one it holds or held last, as every slot starts at generation 0.
     received: u32,
     /// The connection it holds (`None` while empty or reserved but not filled).
     conn: Option<usize>,
     /// `uses` the connection should show.
-    uses: u32,
+    uses: u64,
 }
 
 /// The sequential reference.
 #[derive(Debug)]
 struct Model {
     slots: Vec<Vec<RefSlot>>,
-    /// Each backend's starting generation, learned from the first id seen.
-    seed: [Option<u32>; BACKENDS],
     /// `closed[id]`: the connection was dropped (by the pool or handed back and dropped).
     closed: Vec<bool>,
 }
@@ -174,7 +154,6 @@ impl Model {
         };
         Model {
             slots: vec![vec![slot; SLOTS]; BACKENDS],
-            seed: [None; BACKENDS],
             closed: Vec::new(),
         }
     }
@@ -194,17 +173,22 @@ impl Model {
             available: count(State::Available),
             in_use: count(State::InUse),
             draining: count(State::Draining),
+            waiters: 0,
         }
     }
 
+    /// The generation slot `b, s` is at: that of the connection it holds or held last.
+    fn generation(&self, b: usize, s: usize) -> u32 {
+        self.slots[b][s].received & GEN_MASK
+    }
+
     /// Checks that `id` names the connection (or reservation) slot `id.slot()` holds now.
-    fn check_generation(&mut self, id: ConnId) {
+    fn check_generation(&self, id: ConnId) {
         let (b, s) = (id.backend(), id.slot());
         let received = self.slots[b][s].received;
-        let seed = *self.seed[b].get_or_insert(id.generation().wrapping_sub(received) & GEN_MASK);
         assert_eq!(
             id.generation(),
-            seed.wrapping_add(received) & GEN_MASK,
+            self.generation(b, s),
             "generation of {id:?} after {received} connections in that slot"
         );
     }
@@ -235,12 +219,8 @@ impl Model {
 
     /// What `drain_slot` does to one slot, for drain by id (`gen = Some`) and drain-all.
     fn drain_slot(&mut self, b: usize, s: usize, gen: Option<u32>) -> bool {
-        if let Some(g) = gen {
-            let seed = self.seed[b].expect("an id was seen on this backend");
-            let current = seed.wrapping_add(self.slots[b][s].received) & GEN_MASK;
-            if g != current {
-                return false;
-            }
+        if gen.is_some_and(|g| g != self.generation(b, s)) {
+            return false;
         }
         match self.slots[b][s].state {
             State::Empty => false,
@@ -262,33 +242,45 @@ impl Model {
 struct Harness {
     pool: Rc<ConnectionPool<Conn>>,
     model: Model,
-    drops: Rc<RefCell<Vec<u32>>>,
+    ledger: Arc<Ledger>,
     /// Live tokens (each the only one for its slot).
     held: Vec<Token>,
     /// Every id handed out so far, most of them stale later.
     ids: Vec<ConnId>,
+    /// A pool of the same shape with a connection of generation 1 held in every slot: the
+    /// model's tokens differ from its tokens by pool alone whenever their slot has received
+    /// one connection.
+    twin: ConnectionPool<Conn>,
+    twin_ledger: Arc<Ledger>,
+    twin_held: Vec<Token>,
 }
 
 impl Harness {
     fn new() -> Self {
+        let twin = ConnectionPool::new(BACKENDS, SLOTS).unwrap();
+        let twin_ledger = Ledger::new(BACKENDS * SLOTS);
+        let twin_held: Vec<Token> = (0..BACKENDS)
+            .flat_map(|b| (0..SLOTS).map(move |_| b))
+            .map(|b| twin.backend(b).unwrap().add(twin_ledger.conn(b)).unwrap())
+            .collect();
+        assert!(twin_held.iter().all(|t| t.conn_id().generation() == 1));
         Harness {
             pool: Rc::new(ConnectionPool::new(BACKENDS, SLOTS).unwrap()),
             model: Model::new(),
-            drops: Rc::new(RefCell::new(Vec::new())),
+            ledger: Ledger::new(MAX_CONNS),
             held: Vec::new(),
             ids: Vec::new(),
+            twin,
+            twin_ledger,
+            twin_held,
         }
     }
 
-    fn new_conn(&mut self) -> Conn {
-        let id = self.model.closed.len();
+    fn new_conn(&mut self, backend: usize) -> Conn {
+        let conn = self.ledger.conn(backend);
+        assert_eq!(conn.id, self.model.closed.len(), "ledger ids are dense");
         self.model.closed.push(false);
-        self.drops.borrow_mut().push(0);
-        Conn {
-            id,
-            uses: 0,
-            drops: self.drops.clone(),
-        }
+        conn
     }
 
     /// A token for an available connection was handed out.
@@ -325,9 +317,9 @@ impl Harness {
         self.model.claim(id);
         self.ids.push(id);
         if fill {
-            let conn = self.new_conn();
+            let conn = self.new_conn(b);
             let cid = conn.id;
-            let t = r.fill(conn);
+            let t = r.fill(conn).into_token();
             assert_eq!(t.conn_id(), id, "the filled token has the reserved id");
             self.model.slot(b, t.slot()).conn = Some(cid);
             Some(t)
@@ -340,9 +332,9 @@ impl Harness {
 
     fn checkout(&mut self, c: Option<Checkout<'_, Conn>>, b: usize, fill: bool) {
         match c {
-            Some(Checkout::Acquired(t)) => {
+            Some(Checkout::Acquired(lease)) => {
                 assert!(self.model.any_in(b, State::Available));
-                self.took(t, b);
+                self.took(lease.into_token(), b);
             }
             Some(Checkout::Vacant(r)) => {
                 assert!(
@@ -371,39 +363,31 @@ impl Harness {
         let pool = self.pool.clone();
         let pool = &*pool;
         match *op {
-            Op::Acquire { backend: b } => match pool.acquire(b) {
-                Ok(t) => self.took(t, b),
-                Err(e) => {
-                    assert_eq!(e, Error::NoneAvailable);
-                    assert!(!self.model.any_in(b, State::Available));
-                }
+            Op::Acquire { backend: b } => match pool.backend(b).unwrap().acquire() {
+                Some(t) => self.took(t, b),
+                None => assert!(!self.model.any_in(b, State::Available)),
             },
             Op::Add { backend: b } => {
-                let conn = self.new_conn();
+                let conn = self.new_conn(b);
                 let cid = conn.id;
-                match pool.add_and_acquire(conn, b) {
+                match pool.backend(b).unwrap().add(conn) {
                     Ok(t) => self.added(t, b, cid),
-                    Err(e) => {
-                        assert_eq!(e.reason, Error::PoolFull);
+                    Err(conn) => {
                         assert!(!self.model.any_in(b, State::Empty));
-                        let conn = e.into_inner();
                         assert_eq!(conn.id, cid, "the refused connection comes back");
-                        assert_eq!(self.drops.borrow()[cid], 0);
+                        assert_eq!(self.ledger.drops(cid), 0);
                         drop(conn);
                         self.model.closed[cid] = true;
                     }
                 }
             }
-            Op::Reserve { backend: b, fill } => match pool.reserve(b) {
-                Ok(r) => {
+            Op::Reserve { backend: b, fill } => match pool.backend(b).unwrap().reserve() {
+                Some(r) => {
                     if let Some(t) = self.vacant(r, b, fill) {
                         self.held.push(t);
                     }
                 }
-                Err(e) => {
-                    assert_eq!(e, Error::PoolFull);
-                    assert!(!self.model.any_in(b, State::Empty));
-                }
+                None => assert!(!self.model.any_in(b, State::Empty)),
             },
             Op::TryCheckout { backend: b, fill } => {
                 let pool = pool.backend(b).unwrap();
@@ -414,19 +398,18 @@ impl Harness {
                 let pool = pool.backend(b).unwrap();
                 match pool.acquire_timeout(Duration::ZERO) {
                     Ok(c) => self.checkout(Some(c), b, fill),
-                    Err(e) => {
-                        assert_eq!(e, Error::Timeout);
-                        self.checkout(None, b, fill);
-                    }
+                    Err(Timeout) => self.checkout(None, b, fill),
                 }
             }
             Op::PollWait { backend: b, fill } => {
                 let pool = pool.backend(b).unwrap();
                 let mut fut = Box::pin(pool.acquire_wait());
-                match fut.as_mut().poll(&mut Context::from_waker(&noop_waker())) {
+                match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(c) => self.checkout(Some(c), b, fill),
                     Poll::Pending => {
-                        drop(fut); // cancelled: nothing changes
+                        assert_eq!(pool.queued_waiters(), 1, "pending: queued");
+                        assert_eq!(pool.stats().waiters, 1);
+                        drop(fut); // cancelled: nothing changes, and it leaves the queue
                         self.checkout(None, b, fill);
                     }
                 }
@@ -471,10 +454,21 @@ impl Harness {
                 assert_eq!((Some(id), uses), (slot.conn, slot.uses));
             }
             Op::ForeignGet { token } => {
-                if let Some(t) = self.pick(token) {
-                    let other = (t.backend() + 1) % BACKENDS;
-                    assert!(pool.backend(other).unwrap().get(t).is_none());
+                if self.held.is_empty() {
+                    return;
                 }
+                let i = token % self.held.len();
+                let t = &mut self.held[i];
+                let other = pool.backend((t.backend() + 1) % BACKENDS).unwrap();
+                assert!(other.get(t).is_none());
+                assert!(other.get_mut(t).is_none());
+                // The twin's slot holds a connection of generation 1, held: a token of that
+                // generation differs from the twin's own by pool identity alone.
+                let twin_before = self.twin.total_stats();
+                assert!(self.twin.get(t).is_none(), "twin accepted {t:?}");
+                assert!(self.twin.get_mut(t).is_none(), "twin accepted {t:?}");
+                assert!(!self.twin.drain(t.conn_id()), "twin drained {t:?}");
+                assert_eq!(self.twin.total_stats(), twin_before);
             }
             Op::Drain { id } => {
                 if self.ids.is_empty() {
@@ -485,12 +479,13 @@ impl Harness {
                     self.model
                         .drain_slot(id.backend(), id.slot(), Some(id.generation()));
                 assert_eq!(pool.drain(id), expected, "drain({id:?})");
+                assert!(!self.twin.drain(id), "the twin drained {id:?}");
             }
             Op::DrainBackend { backend: b } => {
                 let expected = (0..SLOTS)
                     .filter(|&s| self.model.drain_slot(b, s, None))
                     .count();
-                assert_eq!(pool.drain_backend(b), Ok(expected));
+                assert_eq!(pool.backend(b).unwrap().drain_all(), expected);
             }
             Op::DrainAll => {
                 let expected = (0..BACKENDS)
@@ -525,14 +520,31 @@ impl Harness {
 
     /// The invariants that hold between operations.
     fn check(&self) {
+        let mut pool_held = 0;
         for b in 0..BACKENDS {
-            let stats = self.pool.stats(b).unwrap();
+            let pool = self.pool.backend(b).unwrap();
+            let stats = pool.stats();
+            // Every count, and `waiters: 0`: a dropped `acquire_wait` left the queue.
             assert_eq!(stats, self.model.stats(b), "backend {b}");
-            assert_eq!(stats.total(), SLOTS);
+            assert_eq!(
+                pool.queued_waiters(),
+                0,
+                "backend {b}: a waiter left behind"
+            );
+            pool_held += stats.in_use + stats.draining;
         }
-        let drops = self.drops.borrow();
+        assert_eq!(
+            pool_held,
+            self.held.len(),
+            "slots the pool shows held vs tokens the test holds"
+        );
+        assert_eq!(self.ledger.created(), self.model.closed.len());
         for (id, &closed) in self.model.closed.iter().enumerate() {
-            assert_eq!(drops[id], u32::from(closed), "drops of connection {id}");
+            assert_eq!(
+                self.ledger.drops(id),
+                u32::from(closed),
+                "drops of connection {id}"
+            );
         }
         // Each held token holds a distinct slot the model shows held.
         let mut seen = std::collections::BTreeSet::new();
@@ -558,9 +570,20 @@ impl Harness {
             assert_ne!(self.pool.release(t, true), Released::Rejected);
         }
         drop(self.pool);
-        for (id, &n) in self.drops.borrow().iter().enumerate() {
-            assert_eq!(n, 1, "connection {id} after dropping the pool");
+        for id in 0..self.ledger.created() {
+            assert_eq!(
+                self.ledger.drops(id),
+                1,
+                "connection {id} after dropping the pool"
+            );
         }
+        // The twin saw only foreign tokens: it still holds its connections, undropped.
+        assert_eq!(self.twin_ledger.total_drops(), 0);
+        assert_eq!(self.twin.total_stats().in_use, BACKENDS * SLOTS);
+        for t in self.twin_held {
+            assert_eq!(self.twin.release(t, false), Released::Closed);
+        }
+        assert_eq!(self.twin_ledger.total_drops(), BACKENDS * SLOTS);
     }
 }
 

@@ -1,23 +1,30 @@
 //! Stress test: real threads doing random operations on a small [`ConnectionPool`].
 //!
 //! 8 threads do 1,000,000 random operations in total over 2 backends × 4 slots: acquire,
-//! add, `get`/`get_mut`, release (keep or close), drain by id (often a stale id),
-//! `drain_backend`, reserve + fill, dropped reservations, and `acquire_timeout` with timeouts
-//! of a few microseconds. Every connection has a unique id and
-//! counts its drops; it also records while it is borrowed, so two holders at once or a drop
-//! during a borrow panics. After the run every connection created was dropped exactly once or
-//! is idle in the pool, the counts are consistent, and dropping the pool drops the rest once.
+//! add, `get`/`get_mut`, release (keep or close), drain by id (often a stale id), a
+//! backend's `drain_all`, reserve + fill, dropped reservations, and `acquire_timeout` with
+//! timeouts of a few microseconds. Every connection has a unique id and counts its drops
+//! (the shared `common/counting.rs` fixture); it also records while it is borrowed, so two
+//! holders at once or a drop during a borrow panics. While the threads run, each one checks
+//! that the pool shows at least the slots it holds itself as held, and fewer waiters than
+//! there are other threads. After the run every connection created was dropped exactly once
+//! or is idle in its own backend, each backend's counts are exactly what that leaves, no
+//! waiter is left queued, no token was dropped unreleased, and dropping the pool drops the
+//! rest once.
 //!
 //! Under AddressSanitizer (nightly):
 //! `RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address cargo +nightly test
 //! --target x86_64-unknown-linux-gnu --test stress -- --test-threads 1`
 
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use tokenpool::{Checkout, ConnId, ConnectionPool, Error, Released, Token};
+use counting::{Conn, Ledger};
+use tokenpool::{Checkout, ConnId, ConnectionPool, Released, Stats, Timeout, Token};
 
 const THREADS: usize = 8;
 const BACKENDS: usize = 2;
@@ -51,79 +58,6 @@ impl Rng {
 
     fn coin(&mut self) -> bool {
         self.next() >> 63 == 1
-    }
-}
-
-/// What all connections of one run share: the next id and a drop counter per id.
-struct Ledger {
-    next_id: AtomicUsize,
-    drops: Vec<AtomicU8>,
-}
-
-impl Ledger {
-    fn new(max_conns: usize) -> Arc<Self> {
-        Arc::new(Ledger {
-            next_id: AtomicUsize::new(0),
-            drops: (0..max_conns).map(|_| AtomicU8::new(0)).collect(),
-        })
-    }
-
-    fn conn(self: &Arc<Self>, backend: usize) -> Conn {
-        // Relaxed: ids only need to be distinct; the ledger is read after the threads join.
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Conn {
-            id,
-            backend,
-            borrowed: AtomicBool::new(false),
-            uses: 0,
-            ledger: self.clone(),
-        }
-    }
-
-    fn created(&self) -> usize {
-        self.next_id.load(Ordering::SeqCst)
-    }
-
-    fn drops(&self, id: usize) -> u8 {
-        self.drops[id].load(Ordering::SeqCst)
-    }
-}
-
-struct Conn {
-    id: usize,
-    backend: usize,
-    borrowed: AtomicBool,
-    /// Written only through `get_mut`; a second holder would race on it.
-    uses: u64,
-    ledger: Arc<Ledger>,
-}
-
-impl Conn {
-    fn use_shared(&self, backend: usize) {
-        assert!(!self.borrowed.swap(true, Ordering::SeqCst), "two borrowers");
-        assert_eq!(self.backend, backend, "connection of another backend");
-        self.borrowed.store(false, Ordering::SeqCst);
-    }
-
-    fn use_mut(&mut self, backend: usize) {
-        assert!(!self.borrowed.swap(true, Ordering::SeqCst), "two borrowers");
-        assert_eq!(self.backend, backend, "connection of another backend");
-        let before = self.uses;
-        self.uses += 1;
-        std::hint::black_box(&mut self.uses);
-        assert_eq!(self.uses, before + 1, "another holder wrote meanwhile");
-        self.borrowed.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        assert!(
-            !self.borrowed.load(Ordering::SeqCst),
-            "dropped while borrowed"
-        );
-        let before = self.ledger.drops[self.id].fetch_add(1, Ordering::SeqCst);
-        assert_eq!(before, 0, "connection {} dropped twice", self.id);
     }
 }
 
@@ -183,6 +117,7 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
     };
     for _ in 0..ops {
         let backend = rng.below(BACKENDS);
+        let bpool = pool.backend(backend).expect("backend in range");
         if held.len() >= MAX_HELD {
             let t = held.swap_remove(rng.below(held.len()));
             let keep = rng.below(4) != 0;
@@ -191,21 +126,20 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
         }
         match rng.below(100) {
             0..=24 => {
-                if let Ok(t) = pool.acquire(backend) {
+                if let Some(t) = bpool.acquire() {
                     done.acquired += 1;
                     remember(&mut seen, t.conn_id(), &mut rng);
                     held.push(t);
                 }
             }
-            25..=34 => match pool.add_and_acquire(ledger.conn(backend), backend) {
+            25..=34 => match bpool.add(ledger.conn(backend)) {
                 Ok(t) => {
                     done.added += 1;
                     remember(&mut seen, t.conn_id(), &mut rng);
                     held.push(t);
                 }
-                Err(e) => {
-                    assert_eq!(e.reason, Error::PoolFull);
-                    assert_eq!(ledger.drops(e.conn.id), 0, "a refused add dropped it");
+                Err(conn) => {
+                    assert_eq!(ledger.drops(conn.id), 0, "a refused add dropped it");
                     done.full += 1;
                 }
             },
@@ -239,15 +173,15 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
                 }
             }
             77..=78 => {
-                done.drained += pool.drain_backend(backend).unwrap();
+                done.drained += bpool.drain_all();
             }
             79..=86 => {
-                if let Ok(r) = pool.reserve(backend) {
+                if let Some(r) = bpool.reserve() {
                     if rng.below(3) == 0 {
                         drop(r); // the connect failed
                         done.reservations_dropped += 1;
                     } else {
-                        let t = r.fill(ledger.conn(backend));
+                        let t = r.fill(ledger.conn(backend)).into_token();
                         done.filled += 1;
                         remember(&mut seen, t.conn_id(), &mut rng);
                         held.push(t);
@@ -255,10 +189,24 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
                 }
             }
             87..=94 => {
-                let stats = pool.stats(backend).unwrap();
-                assert_eq!(stats.total(), SLOTS, "{stats:?}");
+                // The slots this thread holds cannot change state while it holds them (only
+                // a holder moves a slot out of in_use/draining), so however the other slots
+                // move during the read, the pool must show at least these as held.
+                let mine = held.iter().filter(|t| t.backend() == backend).count();
+                let stats = bpool.stats();
+                assert!(
+                    stats.in_use + stats.draining >= mine,
+                    "{stats:?}: this thread alone holds {mine}"
+                );
+                // This thread is not waiting, so at most the others are.
+                assert!(stats.waiters < THREADS, "{stats:?}");
                 let total = pool.total_stats();
-                assert_eq!(total.total(), SLOTS * BACKENDS, "{total:?}");
+                assert!(
+                    total.in_use + total.draining >= held.len(),
+                    "{total:?}: this thread alone holds {}",
+                    held.len()
+                );
+                assert!(total.waiters < THREADS, "{total:?}");
                 if rng.below(4) == 0 {
                     // Give up the core while holding tokens, so that the other threads
                     // meet a pool in more states than one time slice would show them.
@@ -267,8 +215,9 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
             }
             _ => {
                 let timeout = Duration::from_micros(rng.below(50) as u64);
-                match pool.acquire_timeout(backend, timeout) {
-                    Ok(Checkout::Acquired(t)) => {
+                match bpool.acquire_timeout(timeout) {
+                    Ok(Checkout::Acquired(lease)) => {
+                        let t = lease.into_token();
                         done.waited += 1;
                         remember(&mut seen, t.conn_id(), &mut rng);
                         held.push(t);
@@ -279,14 +228,11 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
                             drop(r);
                             done.reservations_dropped += 1;
                         } else {
-                            held.push(r.fill(ledger.conn(backend)));
+                            held.push(r.fill(ledger.conn(backend)).into_token());
                             done.filled += 1;
                         }
                     }
-                    Err(e) => {
-                        assert_eq!(e, Error::Timeout);
-                        done.timeouts += 1;
-                    }
+                    Err(Timeout) => done.timeouts += 1,
                 }
             }
         }
@@ -301,6 +247,7 @@ fn worker(pool: &ConnectionPool<Conn>, ledger: &Arc<Ledger>, seed: u64, ops: usi
 #[test]
 fn random_operations_from_8_threads_drop_every_connection_exactly_once() {
     let start = Instant::now();
+    let unreleased_before = tokenpool::unreleased_tokens();
     // Each operation creates at most one connection.
     let ledger = Ledger::new(OPS + THREADS);
     let pool = ConnectionPool::new(BACKENDS, SLOTS).unwrap();
@@ -336,25 +283,34 @@ fn random_operations_from_8_threads_drop_every_connection_exactly_once() {
         assert!(n > 0, "no `{what}` in {done:?}");
     }
 
-    // All threads released everything they held: nothing is in use or draining.
-    let total = pool.total_stats();
-    assert_eq!(total.total(), BACKENDS * SLOTS);
-    assert_eq!((total.in_use, total.draining), (0, 0), "{total:?}");
-
-    // Every connection created was dropped exactly once, or is idle in the pool.
+    // Every connection created was dropped exactly once, or is idle in the pool; all threads
+    // released everything they held, so each backend holds exactly its undropped connections
+    // as available, nothing in use or draining, the rest empty, and no waiter.
     let created = ledger.created();
-    let alive: BTreeSet<usize> = (0..created)
-        .filter(|&id| match ledger.drops(id) {
-            0 => true,
-            1 => false,
-            n => panic!("connection {id} dropped {n} times"),
-        })
+    let alive: BTreeSet<usize> = ledger.alive().into_iter().collect();
+    // The pool is quiescent now: these counts are exact.
+    let stats: Vec<Stats> = (0..BACKENDS)
+        .map(|b| pool.backend(b).unwrap().stats())
         .collect();
-    assert_eq!(total.available, alive.len(), "{total:?}");
+    for b in 0..BACKENDS {
+        let waiters = pool.backend(b).unwrap().queued_waiters();
+        assert_eq!(waiters, 0, "backend {b}: a waiter left queued");
+    }
+    assert_eq!(
+        tokenpool::unreleased_tokens(),
+        unreleased_before,
+        "a token was dropped without release"
+    );
     let mut idle = Vec::new();
     let mut in_pool = BTreeSet::new();
-    for b in 0..BACKENDS {
-        while let Ok(t) = pool.acquire(b) {
+    for (b, stats) in stats.iter().enumerate() {
+        let before = in_pool.len();
+        // Bounded: a broken acquire could hand out one slot for ever.
+        while let Some(t) = pool.backend(b).unwrap().acquire() {
+            assert!(
+                idle.len() < BACKENDS * SLOTS,
+                "more idle connections than slots"
+            );
             let conn = pool.get(&t).unwrap();
             assert_eq!(conn.backend, b);
             assert!(
@@ -364,6 +320,16 @@ fn random_operations_from_8_threads_drop_every_connection_exactly_once() {
             );
             idle.push(t);
         }
+        let here = in_pool.len() - before;
+        assert_eq!(
+            *stats,
+            Stats {
+                empty: SLOTS - here,
+                available: here,
+                ..Stats::default()
+            },
+            "backend {b}: counts vs the {here} idle connections it handed out"
+        );
     }
     assert_eq!(
         in_pool, alive,

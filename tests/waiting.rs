@@ -1,13 +1,16 @@
 //! Waiting for a connection: blocking (`acquire_timeout`) and async (`acquire_wait`).
+//!
+//! Every test ends by checking that the wait queue is empty, both as the queue itself counts it
+//! under its lock (`queued_waiters`) and as the lock-free figure in `Stats` shows it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokenpool::{AcquireWait, Checkout, Error, Pool};
+use tokenpool::{AcquireWait, Checkout, CheckoutOf, Pool, Released, Timeout};
 
 /// A waker that counts how often it was woken.
 struct CountingWaker(AtomicUsize);
@@ -29,6 +32,29 @@ fn poll_once<'a, T>(fut: &mut AcquireWait<'a, T>, waker: &Waker) -> Poll<Checkou
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// No waiter is left behind: the queue is empty and the lock-free count agrees.
+fn assert_no_waiters<T>(pool: &Pool<T>) {
+    assert_eq!(
+        pool.queued_waiters(),
+        0,
+        "a node was left in the wait queue"
+    );
+    assert_eq!(pool.stats().waiters, 0, "the waiter count drifted");
+}
+
+/// Spins (yielding) until `n` waiters are queued; panics after `LONG`.
+fn wait_until_queued<T>(pool: &Pool<T>, n: usize) {
+    let deadline = Instant::now() + LONG;
+    while pool.queued_waiters() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} waiters queued, expected {n}",
+            pool.queued_waiters()
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn blocking_waiter_is_woken_by_a_release() {
     let pool = Pool::new(1).unwrap();
@@ -38,9 +64,9 @@ fn blocking_waiter_is_woken_by_a_release() {
         let waiter = s.spawn(|| {
             barrier.wait();
             match pool.acquire_timeout(LONG) {
-                Ok(Checkout::Acquired(t)) => {
-                    let v = *pool.get(&t).unwrap();
-                    pool.release(t, true);
+                Ok(Checkout::Acquired(lease)) => {
+                    let v = *lease;
+                    lease.release(true);
                     v
                 }
                 other => panic!("expected the returned connection, got {other:?}"),
@@ -50,6 +76,8 @@ fn blocking_waiter_is_woken_by_a_release() {
         pool.release(held, true);
         assert_eq!(waiter.join().unwrap(), 7);
     });
+    assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -59,8 +87,7 @@ fn blocking_waiter_is_woken_by_a_close_with_a_vacant_slot() {
     std::thread::scope(|s| {
         let waiter = s.spawn(|| match pool.acquire_timeout(LONG) {
             Ok(Checkout::Vacant(r)) => {
-                let t = r.fill(2);
-                pool.release(t, true);
+                r.fill(2).release(true);
             }
             other => panic!("expected a vacant slot, got {other:?}"),
         });
@@ -68,6 +95,7 @@ fn blocking_waiter_is_woken_by_a_close_with_a_vacant_slot() {
         waiter.join().unwrap();
     });
     assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -77,13 +105,66 @@ fn blocking_wait_times_out_with_an_error_and_changes_nothing() {
     let b = pool.add(2).unwrap();
     assert_eq!(
         pool.acquire_timeout(Duration::from_millis(20)).unwrap_err(),
-        Error::Timeout
+        Timeout
     );
     assert_eq!(pool.stats().in_use, 2);
+    // after the timeout, the queue is clean: the timed-out waiter left it
+    assert_no_waiters(&pool);
     pool.release(a, true);
     pool.release(b, true);
-    // after the timeout, the queue is clean: a release with no waiters is a no-op
+    // and a release with no waiters is a no-op
     assert_eq!(pool.stats().available, 2);
+    assert_no_waiters(&pool);
+}
+
+#[test]
+fn timed_out_blocking_waiter_leaves_the_queue() {
+    let pool = Pool::new(1).unwrap();
+    let held = pool.add(1).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| pool.acquire_timeout(Duration::from_millis(300)).map(drop));
+        // It is queued while it waits...
+        wait_until_queued(&pool, 1);
+        assert_eq!(pool.stats().waiters, 1);
+        // ...and gone once it has given up.
+        assert_eq!(waiter.join().unwrap(), Err(Timeout));
+        assert_no_waiters(&pool);
+    });
+    assert_eq!(pool.release(held, true), Released::Returned);
+    assert_eq!(
+        pool.stats().available,
+        1,
+        "nothing handed to the departed waiter"
+    );
+    assert_no_waiters(&pool);
+}
+
+#[test]
+fn cancelled_async_waiter_node_leaves_the_queue() {
+    let pool = Pool::new(1).unwrap();
+    let held = pool.add(1).unwrap();
+    let (cw, w) = counting_waker();
+    let mut fut = pool.acquire_wait();
+    assert_no_waiters(&pool);
+    assert!(poll_once(&mut fut, &w).is_pending());
+    assert_eq!(pool.queued_waiters(), 1, "the pending future is queued");
+    assert_eq!(pool.stats().waiters, 1);
+    assert!(poll_once(&mut fut, &w).is_pending());
+    assert_eq!(
+        pool.queued_waiters(),
+        1,
+        "a second poll does not queue it twice"
+    );
+    drop(fut);
+    assert_no_waiters(&pool);
+    assert_eq!(pool.release(held, true), Released::Returned);
+    assert_eq!(
+        cw.0.load(Ordering::SeqCst),
+        0,
+        "the cancelled task is not woken"
+    );
+    assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -96,12 +177,12 @@ fn every_blocked_waiter_is_eventually_served_no_wake_up_lost() {
         for _ in 0..WAITERS {
             s.spawn(|| {
                 for _ in 0..ROUNDS {
-                    let mut t = match pool.acquire_timeout(LONG) {
-                        Ok(Checkout::Acquired(t)) => t,
+                    let mut lease = match pool.acquire_timeout(LONG) {
+                        Ok(Checkout::Acquired(lease)) => lease,
                         other => panic!("expected the one connection, got {other:?}"),
                     };
-                    *pool.get_mut(&mut t).unwrap() += 1;
-                    pool.release(t, true);
+                    *lease += 1;
+                    lease.release(true);
                 }
             });
         }
@@ -109,6 +190,7 @@ fn every_blocked_waiter_is_eventually_served_no_wake_up_lost() {
     let t = pool.acquire().unwrap();
     assert_eq!(*pool.get(&t).unwrap(), (WAITERS * ROUNDS) as u64);
     pool.release(t, true);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -122,13 +204,13 @@ fn async_waiter_is_woken_by_a_release() {
     let held = pool.add(3).unwrap();
     let p = pool.clone();
     let waiter = rt.spawn(async move {
-        match p.acquire_wait().await {
-            Checkout::Acquired(t) => {
-                let v = *p.get(&t).unwrap();
-                p.release(t, true);
+        match Pool::acquire_wait_owned(&p).await {
+            CheckoutOf::Acquired(lease) => {
+                let v = *lease;
+                lease.release(true);
                 v
             }
-            Checkout::Vacant(_) => panic!("expected the returned connection"),
+            CheckoutOf::Vacant(_) => panic!("expected the returned connection"),
         }
     });
     pool.release(held, true);
@@ -137,6 +219,8 @@ fn async_waiter_is_woken_by_a_release() {
         .expect("waiter finished")
         .unwrap();
     assert_eq!(v, 3);
+    assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -148,15 +232,18 @@ fn one_release_wakes_exactly_one_of_several_async_waiters() {
     for (f, (_, w)) in futs.iter_mut().zip(&wakers) {
         assert!(poll_once(f, w).is_pending());
     }
+    assert_eq!(pool.queued_waiters(), 3);
+    assert_eq!(pool.stats().waiters, 3);
     pool.release(held, true);
     let woken: Vec<usize> = wakers
         .iter()
         .map(|(c, _)| c.0.load(Ordering::SeqCst))
         .collect();
     assert_eq!(woken, vec![1, 0, 0], "first waiter woken, no herd");
+    assert_eq!(pool.queued_waiters(), 2, "the woken one left the queue");
     match poll_once(&mut futs[0], &wakers[0].1) {
-        Poll::Ready(Checkout::Acquired(t)) => {
-            pool.release(t, true);
+        Poll::Ready(Checkout::Acquired(lease)) => {
+            lease.release(true);
         }
         _ => panic!("woken waiter must get the connection"),
     }
@@ -166,6 +253,22 @@ fn one_release_wakes_exactly_one_of_several_async_waiters() {
         .map(|(c, _)| c.0.load(Ordering::SeqCst))
         .collect();
     assert_eq!(woken, vec![1, 1, 0]);
+    assert_eq!(pool.queued_waiters(), 1);
+    match poll_once(&mut futs[1], &wakers[1].1) {
+        Poll::Ready(Checkout::Acquired(lease)) => {
+            lease.release(true);
+        }
+        _ => panic!("the second waiter must get the connection"),
+    }
+    match poll_once(&mut futs[2], &wakers[2].1) {
+        Poll::Ready(Checkout::Acquired(lease)) => {
+            lease.release(true);
+        }
+        _ => panic!("the third waiter must get the connection"),
+    }
+    drop(futs);
+    assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -183,11 +286,14 @@ fn cancelled_async_waiter_passes_its_wake_up_on() {
     drop(a); // cancelled after being chosen: must hand the wake-up to `b`
     assert_eq!(cb.0.load(Ordering::SeqCst), 1, "b was woken");
     match poll_once(&mut b, &wb) {
-        Poll::Ready(Checkout::Acquired(t)) => {
-            pool.release(t, true);
+        Poll::Ready(Checkout::Acquired(lease)) => {
+            lease.release(true);
         }
         _ => panic!("b must get the connection a gave up"),
     };
+    drop(b);
+    assert_eq!(pool.stats().available, 1);
+    assert_no_waiters(&pool);
 }
 
 #[test]
@@ -200,7 +306,10 @@ fn cancelled_unwoken_async_waiter_leaves_the_queue() {
     let mut b = pool.acquire_wait();
     assert!(poll_once(&mut a, &wa).is_pending());
     assert!(poll_once(&mut b, &wb).is_pending());
+    assert_eq!(pool.queued_waiters(), 2);
     drop(a); // gave up before any release: withdrawn, nothing passed on
+    assert_eq!(pool.queued_waiters(), 1, "a's node left the queue");
+    assert_eq!(pool.stats().waiters, 1);
     assert_eq!(ca.0.load(Ordering::SeqCst), 0);
     assert_eq!(cb.0.load(Ordering::SeqCst), 0);
     pool.release(held, true);
@@ -210,9 +319,11 @@ fn cancelled_unwoken_async_waiter_leaves_the_queue() {
         "the release went to b, not to a's corpse"
     );
     match poll_once(&mut b, &wb) {
-        Poll::Ready(Checkout::Acquired(t)) => {
-            assert_eq!(pool.release(t, true), tokenpool::Released::Returned);
+        Poll::Ready(Checkout::Acquired(lease)) => {
+            assert_eq!(lease.release(true), Released::Returned);
         }
         _ => panic!("b must get the connection"),
     };
+    drop(b);
+    assert_no_waiters(&pool);
 }

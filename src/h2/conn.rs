@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -69,7 +69,7 @@ impl Shared {
     /// The stream accounting. Nothing panics while holding it, but a poisoned lock is
     /// recovered rather than propagated: the counts stay consistent under every guard.
     pub(crate) fn streams(&self) -> MutexGuard<'_, Streams> {
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.streams)
     }
 
     /// Whether the driver task still runs the connection.

@@ -62,7 +62,9 @@ pub(super) async fn connect(
     let send = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| H2Error::ConnectTimeout { addr, timeout })??;
-    Ok(reservation.fill(Conn { send, shared }))
+    // The caller claims a stream on it at once, with no await point in between: the raw
+    // token is not held across a cancellation point.
+    Ok(reservation.fill(Conn { send, shared }).into_token())
 }
 
 /// An h2 error while connecting: an I/O error (the peer closed or reset the connection) is a

@@ -170,16 +170,18 @@ impl std::error::Error for H2Error {
     }
 }
 
-impl From<crate::Error> for H2Error {
-    /// Maps the core pool's errors (only `UnknownBackend` and `InvalidSize` can reach the
-    /// HTTP/2 layer).
-    fn from(e: crate::Error) -> H2Error {
-        match e {
-            crate::Error::UnknownBackend { backend, backends } => {
-                H2Error::UnknownBackend { backend, backends }
-            }
-            other => H2Error::InvalidConfig(other.to_string()),
+impl From<crate::UnknownBackend> for H2Error {
+    fn from(e: crate::UnknownBackend) -> H2Error {
+        H2Error::UnknownBackend {
+            backend: e.backend,
+            backends: e.backends,
         }
+    }
+}
+
+impl From<crate::SizeError> for H2Error {
+    fn from(e: crate::SizeError) -> H2Error {
+        H2Error::InvalidConfig(e.to_string())
     }
 }
 

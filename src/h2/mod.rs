@@ -341,7 +341,7 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn stats(&self, backend: usize) -> Result<Stats, H2Error> {
-        Ok(self.inner.pools.stats(backend)?)
+        Ok(self.inner.pools.backend(backend)?.stats())
     }
 
     /// Slot counts summed over all backends.
@@ -356,7 +356,7 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn drain_backend(&self, backend: usize) -> Result<usize, H2Error> {
-        Ok(self.inner.pools.drain_backend(backend)?)
+        Ok(self.inner.pools.backend(backend)?.drain_all())
     }
 
     /// Closes idle and over-age connections now, as the sweeper does periodically. Returns
@@ -370,7 +370,7 @@ impl fmt::Debug for H2Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_list();
         for (b, addr) in self.inner.addrs.iter().enumerate() {
-            list.entry(&(addr, self.inner.pools.stats(b).ok()));
+            list.entry(&(addr, self.inner.pools.backend(b).ok().map(|p| p.stats())));
         }
         list.finish()
     }
@@ -390,8 +390,9 @@ impl Inner {
         // streams ending elsewhere keep handing connections back, and then `claim` succeeds).
         while let Some(checkout) = pool.try_checkout() {
             match checkout {
-                Checkout::Acquired(token) => {
-                    if let Some((token, shared, before)) = self.claim(pool, token) {
+                // No await point until the token is released or parked.
+                Checkout::Acquired(lease) => {
+                    if let Some((token, shared, before)) = self.claim(pool, lease.into_token()) {
                         return Ok(self.balance(pool, token, shared, before));
                     }
                 }
@@ -412,8 +413,8 @@ impl Inner {
                 None => wait.await,
             };
             match checkout {
-                Checkout::Acquired(token) => {
-                    if let Some((token, shared, _)) = self.claim(pool, token) {
+                Checkout::Acquired(lease) => {
+                    if let Some((token, shared, _)) = self.claim(pool, lease.into_token()) {
                         return Ok((token, shared));
                     }
                 }
