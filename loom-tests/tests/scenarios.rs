@@ -4,9 +4,14 @@
 //! Run with `.ci/loom.sh` (release mode, `RUSTFLAGS="--cfg loom"`). Each test goes through
 //! [`loom_tests::check`], which sets the bound named in its doc comment and prints the number
 //! of interleavings explored and the wall time (`-- --nocapture` shows them). "Unbounded" in a
-//! doc comment is the same model with `TOKENPOOL_LOOM_BOUND=none`. Counts are exact (loom's
-//! search is deterministic); times are release-mode wall times on a shared 2-core machine and
-//! vary by about a third with its load.
+//! doc comment is the same model with `TOKENPOOL_LOOM_BOUND=none` (capped at 2 minutes with
+//! `LOOM_MAX_DURATION=120`). Counts are exact (loom's search is deterministic); times are
+//! release-mode wall times with debug assertions on (as `.ci/loom.sh` runs), one model at a
+//! time, on a shared 2-core machine, and vary by about a third with its load.
+//!
+//! Models 11 and 12a-12e cover core v2's new paths: the `acquire` fast path (a CAS from the
+//! thread's predicted word) and the hand-off of a freed slot to the front waiter. Each names
+//! the breakage of the core it was checked to catch (on a copy of the crate, never here).
 #![cfg(loom)]
 
 use std::future::Future;
@@ -18,7 +23,9 @@ use loom::future::block_on;
 use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{check, Conn, Tracker};
-use tokenpool::{Checkout, ConnectionPool, Pool, Released, Stats, Token};
+use tokenpool::{
+    Checkout, CheckoutOf, ConnectionPool, OwnedCheckout, OwnedLease, Pool, Released, Stats,
+};
 
 /// A timeout that never fires in a model (loom's park has no timeout, see `src/sync.rs`); a
 /// lost wake-up therefore shows up as a loom deadlock, not as `Error::Timeout`.
@@ -35,13 +42,27 @@ fn noop_waker() -> Waker {
     Waker::from(StdArc::new(NoopWaker))
 }
 
+/// The expected snapshot of a pool nobody waits on (`waiters == 0`): every model compares
+/// `stats()` with this at its end, when all its threads are joined.
 fn stats(empty: usize, available: usize, in_use: usize, draining: usize) -> Stats {
     Stats {
         empty,
         available,
         in_use,
         draining,
+        waiters: 0,
     }
+}
+
+/// At the end of a waiting model: no waiter is left in the queue, counted under the queue's
+/// lock, and the lock-free count that `Stats::waiters` reports agrees.
+fn assert_no_waiters(pool: &Pool<Conn>) {
+    assert_eq!(pool.queued_waiters(), 0, "a waiter was left in the queue");
+    assert_eq!(
+        pool.stats().waiters,
+        0,
+        "the waiter count drifted from the queue"
+    );
 }
 
 /// Scenario 1. **Two acquirers, one available connection.** A 2-slot pool holds one idle
@@ -49,7 +70,7 @@ fn stats(empty: usize, available: usize, in_use: usize, draining: usize) -> Stat
 /// get. Exactly one gets a token, the other gets none, and the connection is never handed to
 /// both (a second borrower would trip `Conn`'s borrow flag or loom's cell tracking).
 ///
-/// Bound: 5 preemptions (130 interleavings, 0.01 s). Unbounded: 72 interleavings, 0.02 s.
+/// Bound: 5 preemptions (130 interleavings, 0.01 s). Unbounded: 72 interleavings, <0.01 s.
 #[test]
 fn two_acquirers_one_available_connection() {
     check("two_acquirers_one_available_connection", 5, || {
@@ -87,7 +108,7 @@ fn two_acquirers_one_available_connection() {
 /// id. The connection is dropped exactly once, never while the holder is inside a borrow, and
 /// the id matches nothing afterwards.
 ///
-/// Bound: 5 preemptions (176 interleavings, 0.02 s). Unbounded: 54 interleavings, 0.01 s.
+/// Bound: 5 preemptions (135 interleavings, 0.01 s). Unbounded: 54 interleavings, <0.01 s.
 #[test]
 fn double_close() {
     check("double_close", 5, || {
@@ -154,13 +175,13 @@ fn double_close_of_idle_connection_by_two_drainers() {
 /// by `Conn`'s borrow flag and by loom's cell tracking), and the release closes it. A drain
 /// after the return closes it as idle. Either way the slot ends empty, one drop.
 ///
-/// Bound: 5 preemptions (194 interleavings, 0.02 s). Unbounded: 114 interleavings, 0.02 s.
+/// Bound: 5 preemptions (194 interleavings, 0.01 s). Unbounded: 114 interleavings, 0.01 s.
 #[test]
 fn eviction_races_usage() {
     check("eviction_races_usage", 5, || {
         let tracker = Tracker::new(1);
         let pool = Arc::new(ConnectionPool::new(1, 1).unwrap());
-        let mut t = pool.add_and_acquire(tracker.conn(0), 0).unwrap();
+        let mut t = pool.backend(0).unwrap().add(tracker.conn(0)).unwrap();
 
         let holder = {
             let pool = pool.clone();
@@ -174,7 +195,7 @@ fn eviction_races_usage() {
         };
         let drainer = {
             let pool = pool.clone();
-            thread::spawn(move || pool.drain_backend(0).unwrap())
+            thread::spawn(move || pool.backend(0).unwrap().drain_all())
         };
         assert_eq!(
             drainer.join().unwrap(),
@@ -186,7 +207,7 @@ fn eviction_races_usage() {
         assert_ne!(holder.join().unwrap(), Released::Rejected);
 
         assert_eq!(tracker.drops(0), 1);
-        assert_eq!(pool.stats(0).unwrap(), stats(1, 0, 0, 0));
+        assert_eq!(pool.backend(0).unwrap().stats(), stats(1, 0, 0, 0));
     });
 }
 
@@ -201,8 +222,8 @@ fn eviction_races_usage_with_drain_all() {
     check("eviction_races_usage_with_drain_all", 5, || {
         let tracker = Tracker::new(2);
         let pool = Arc::new(ConnectionPool::new(2, 1).unwrap());
-        let mut t = pool.add_and_acquire(tracker.conn(0), 0).unwrap();
-        let idle = pool.add_and_acquire(tracker.conn(1), 1).unwrap();
+        let mut t = pool.backend(0).unwrap().add(tracker.conn(0)).unwrap();
+        let idle = pool.backend(1).unwrap().add(tracker.conn(1)).unwrap();
         assert_eq!(pool.release(idle, true), Released::Returned);
 
         let holder = {
@@ -229,7 +250,7 @@ fn eviction_races_usage_with_drain_all() {
 /// use; the connection is dropped exactly once, by whichever party holds it when it is
 /// closed, and the pool ends empty.
 ///
-/// Bound: 5 preemptions (18,311 interleavings, 1.3 s). Unbounded: 151,261 interleavings, 11 s.
+/// Bound: 5 preemptions (14,962 interleavings, 0.8 s). Unbounded: 103,640 interleavings, 5.6 s.
 #[test]
 fn eviction_of_idle_races_usage_and_drain() {
     check("eviction_of_idle_races_usage_and_drain", 5, || {
@@ -274,7 +295,7 @@ fn eviction_of_idle_races_usage_and_drain() {
 /// returns it and the drainer (or whoever holds it then) closes it: the drain always succeeds,
 /// the connection is dropped exactly once, and it is never available again.
 ///
-/// Bound: 5 preemptions (102 interleavings, 0.01 s). Unbounded: 54 interleavings, 0.01 s.
+/// Bound: 5 preemptions (102 interleavings, 0.01 s). Unbounded: 54 interleavings, <0.01 s.
 #[test]
 fn release_back_vs_drain() {
     check("release_back_vs_drain", 5, || {
@@ -320,7 +341,7 @@ fn release_back_vs_drain() {
 /// it to the pool. (When B runs before A's close, its add finds the pool full and gets its
 /// connection back.)
 ///
-/// Bound: 5 preemptions (56,109 interleavings, 9 s). Unbounded: 108,575 interleavings, 27 s.
+/// Bound: 5 preemptions (75,808 interleavings, 5.2 s). Unbounded: 115,006 interleavings, 8.6 s.
 #[test]
 fn stale_id_after_reuse() {
     check("stale_id_after_reuse", 5, || {
@@ -374,7 +395,7 @@ fn stale_id_after_reuse() {
 /// empty; two threads `add` a connection each. Exactly one succeeds, the other gets its own
 /// connection back untouched; nothing is dropped by the pool and nothing leaks.
 ///
-/// Bound: 5 preemptions (102 interleavings, 0.01 s). Unbounded: 54 interleavings, 0.01 s.
+/// Bound: 5 preemptions (130 interleavings, 0.01 s). Unbounded: 72 interleavings, <0.01 s.
 #[test]
 fn two_adders_one_empty_slot() {
     check("two_adders_one_empty_slot", 5, || {
@@ -423,19 +444,21 @@ fn two_adders_one_empty_slot() {
 /// capacity, and shows what the state machine allows: at most one connection ever idle (only
 /// connection 0 can be returned), at most two occupied slots.
 ///
-/// Bound: 5 preemptions (3,378 interleavings, 0.4 s). Unbounded: 1,260 interleavings, 0.3 s.
+/// Bound: 5 preemptions (6,358 interleavings, 0.3 s). Unbounded: 3,780 interleavings, 0.2 s.
 #[test]
 fn counts_never_underflow() {
     check("counts_never_underflow", 5, || {
         let tracker = Tracker::new(2);
         let pool = Arc::new(ConnectionPool::new(1, 2).unwrap());
-        let t = pool.add_and_acquire(tracker.conn(0), 0).unwrap();
+        let backend = pool.backend(0).unwrap().clone();
+        let t = backend.add(tracker.conn(0)).unwrap();
         assert_eq!(pool.release(t, true), Released::Returned);
 
         let user = {
             let pool = pool.clone();
+            let backend = backend.clone();
             thread::spawn(move || {
-                if let Ok(mut t) = pool.acquire(0) {
+                if let Some(mut t) = backend.acquire() {
                     pool.get_mut(&mut t).unwrap().use_mut();
                     pool.release(t, true);
                 }
@@ -443,16 +466,18 @@ fn counts_never_underflow() {
         };
         let adder = {
             let pool = pool.clone();
+            let backend = backend.clone();
             let conn = tracker.conn(1);
             thread::spawn(move || {
-                let t = pool.add_and_acquire(conn, 0).expect("slot 1 is empty");
+                let t = backend.add(conn).expect("slot 1 is empty");
                 assert!(pool.drain_all() >= 1, "at least its own connection");
                 assert_eq!(pool.release(t, true), Released::Closed);
             })
         };
         for _ in 0..2 {
-            for s in [pool.stats(0).unwrap(), pool.total_stats()] {
+            for s in [backend.stats(), pool.total_stats()] {
                 assert_eq!(s.total(), 2, "{s:?}");
+                assert_eq!(s.waiters, 0, "nobody waits: {s:?}");
                 for n in [s.empty, s.available, s.in_use, s.draining] {
                     assert!(n <= 2, "{s:?}");
                 }
@@ -462,7 +487,9 @@ fn counts_never_underflow() {
         user.join().unwrap();
         adder.join().unwrap();
 
-        assert_eq!(pool.stats(0).unwrap(), stats(2, 0, 0, 0));
+        assert_eq!(backend.stats(), stats(2, 0, 0, 0));
+        assert_eq!(pool.total_stats(), stats(2, 0, 0, 0));
+        drop((pool, backend));
         tracker.assert_all_dropped_once();
     });
 }
@@ -471,7 +498,7 @@ fn counts_never_underflow() {
 /// in `acquire_timeout` (which under loom parks until unparked: a lost wake-up is a loom
 /// deadlock) while the holder returns the connection. The waiter always gets that connection.
 ///
-/// Bound: 5 preemptions (207 interleavings, 0.03 s). Unbounded: 261 interleavings, 0.05 s.
+/// Bound: 5 preemptions (522 interleavings, 0.02 s). Unbounded: 1,389 interleavings, 0.06 s.
 #[test]
 fn waiting_blocking_release_wakes_waiter() {
     check("waiting_blocking_release_wakes_waiter", 5, || {
@@ -482,9 +509,9 @@ fn waiting_blocking_release_wakes_waiter() {
         let waiter = {
             let pool = pool.clone();
             thread::spawn(move || match pool.acquire_timeout(FOREVER) {
-                Ok(Checkout::Acquired(mut t)) => {
-                    pool.get_mut(&mut t).unwrap().use_mut();
-                    pool.release(t, true)
+                Ok(Checkout::Acquired(mut lease)) => {
+                    lease.use_mut();
+                    lease.release(true)
                 }
                 other => panic!("expected the returned connection, got {other:?}"),
             })
@@ -493,6 +520,7 @@ fn waiting_blocking_release_wakes_waiter() {
         assert_eq!(waiter.join().unwrap(), Released::Returned);
 
         assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+        assert_no_waiters(&pool);
         assert_eq!(tracker.drops(0), 0);
     });
 }
@@ -501,7 +529,7 @@ fn waiting_blocking_release_wakes_waiter() {
 /// closes its connection: the freed slot wakes the waiter, which gets it as a reservation and
 /// fills it with a new connection.
 ///
-/// Bound: 5 preemptions (390 interleavings, 0.03 s). Unbounded: 748 interleavings, 0.2 s.
+/// Bound: 5 preemptions (980 interleavings, 0.04 s). Unbounded: 7,472 interleavings, 0.4 s.
 #[test]
 fn waiting_blocking_close_wakes_waiter_with_vacant_slot() {
     check(
@@ -516,10 +544,7 @@ fn waiting_blocking_close_wakes_waiter_with_vacant_slot() {
                 let pool = pool.clone();
                 let tracker = tracker.clone();
                 thread::spawn(move || match pool.acquire_timeout(FOREVER) {
-                    Ok(Checkout::Vacant(r)) => {
-                        let t = r.fill(tracker.conn(1));
-                        pool.release(t, true)
-                    }
+                    Ok(Checkout::Vacant(r)) => r.fill(tracker.conn(1)).release(true),
                     other => panic!("expected the freed slot, got {other:?}"),
                 })
             };
@@ -527,6 +552,7 @@ fn waiting_blocking_close_wakes_waiter_with_vacant_slot() {
             assert_eq!(waiter.join().unwrap(), Released::Returned);
 
             assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
             assert_eq!(tracker.drops(0), 1);
             assert_eq!(tracker.drops(1), 0);
         },
@@ -537,7 +563,7 @@ fn waiting_blocking_close_wakes_waiter_with_vacant_slot() {
 /// driven by `loom::future::block_on`, whose waker is loom's: a wake-up that never comes is a
 /// loom deadlock.
 ///
-/// Bound: 5 preemptions (568 interleavings, 0.04 s). Unbounded: 1,099 interleavings, 0.3 s.
+/// Bound: 5 preemptions (1,637 interleavings, 0.07 s). Unbounded: 6,183 interleavings, 0.3 s.
 #[test]
 fn waiting_async_release_wakes_waiter() {
     check("waiting_async_release_wakes_waiter", 5, || {
@@ -548,9 +574,9 @@ fn waiting_async_release_wakes_waiter() {
         let waiter = {
             let pool = pool.clone();
             thread::spawn(move || match block_on(pool.acquire_wait()) {
-                Checkout::Acquired(mut t) => {
-                    pool.get_mut(&mut t).unwrap().use_mut();
-                    pool.release(t, true)
+                Checkout::Acquired(mut lease) => {
+                    lease.use_mut();
+                    lease.release(true)
                 }
                 Checkout::Vacant(_) => panic!("expected the returned connection"),
             })
@@ -559,6 +585,7 @@ fn waiting_async_release_wakes_waiter() {
         assert_eq!(waiter.join().unwrap(), Released::Returned);
 
         assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+        assert_no_waiters(&pool);
         assert_eq!(tracker.drops(0), 0);
     });
 }
@@ -569,7 +596,7 @@ fn waiting_async_release_wakes_waiter() {
 /// connection. A release that hands its wake-up to the old waker between the waiter's check
 /// and its waker swap must still be seen (a missed one is a loom deadlock).
 ///
-/// Bound: 5 preemptions (1,046 interleavings, 0.1 s). Unbounded: 4,216 interleavings, 1.3 s.
+/// Bound: 5 preemptions (2,540 interleavings, 0.1 s). Unbounded: 22,862 interleavings, 1.0 s.
 #[test]
 fn waiting_async_waiter_repolled_with_new_waker_is_woken() {
     check(
@@ -591,9 +618,9 @@ fn waiting_async_waiter_repolled_with_new_waker_is_woken() {
                         Poll::Pending => block_on(fut),
                     };
                     match checkout {
-                        Checkout::Acquired(mut t) => {
-                            pool.get_mut(&mut t).unwrap().use_mut();
-                            pool.release(t, true)
+                        Checkout::Acquired(mut lease) => {
+                            lease.use_mut();
+                            lease.release(true)
                         }
                         Checkout::Vacant(_) => panic!("the slot is never empty"),
                     }
@@ -603,6 +630,7 @@ fn waiting_async_waiter_repolled_with_new_waker_is_woken() {
             assert_eq!(waiter.join().unwrap(), Released::Returned);
 
             assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
             assert_eq!(tracker.drops(0), 0);
         },
     );
@@ -614,11 +642,12 @@ fn waiting_async_waiter_repolled_with_new_waker_is_woken() {
 /// with a slot: one with the returned connection, one with the empty slot (which it fills).
 /// Neither gives its slot back before the end, so a wake-up lost to the other is a deadlock.
 ///
-/// Bound: 3 preemptions (235,265 interleavings, 31-35 s). Unbounded: did not finish within 5
-/// minutes (1,620,000 interleavings explored by then, none failing).
+/// Bound: 3 preemptions (543,977 interleavings, 37 s). Unbounded: did not finish within 2 minutes
+/// (1,700,000 interleavings explored by then, none failing).
 ///
 /// Not 4: at bound 4 loom stops with its own internal assertion "expected to be able to
-/// acquire lock" (`loom/src/rt/mutex.rs`), raised in the blocking waiter's `Waiters::cancel`.
+/// acquire lock" (`loom/src/rt/mutex.rs`), raised in the blocking waiter's `Waiters::cancel`
+/// (from `withdraw`, after the waiter found a slot itself; checked again with core v2).
 /// That is a loom modelling artefact, not a pool bug: loom's `Thread::unpark` makes its target
 /// runnable whatever it is blocked on (`set_unparked` in `loom/src/rt/thread.rs`, see
 /// tokio-rs/loom#249), so when a releaser pops this waiter's node and unparks it while the
@@ -633,40 +662,34 @@ fn waiting_two_waiters_two_releases_both_woken() {
         let kept = pool.add(tracker.conn(0)).unwrap();
         let closed = pool.add(tracker.conn(1)).unwrap();
 
-        fn take(pool: &Pool<Conn>, tracker: &Tracker, c: Checkout<'_, Conn>, id: usize) -> Token {
+        // The owned forms: the leases outlive the waiting threads.
+        fn take(tracker: &Tracker, c: OwnedCheckout<Conn>, id: usize) -> OwnedLease<Conn> {
             match c {
-                Checkout::Acquired(t) => {
-                    assert_eq!(
-                        pool.get(&t).unwrap().id(),
-                        0,
-                        "only connection 0 is returned"
-                    );
-                    t
+                CheckoutOf::Acquired(lease) => {
+                    assert_eq!(lease.id(), 0, "only connection 0 is returned");
+                    lease
                 }
-                Checkout::Vacant(r) => r.fill(tracker.conn(id)),
+                CheckoutOf::Vacant(r) => r.fill(tracker.conn(id)),
             }
         }
         let blocking = {
             let (pool, tracker) = (pool.clone(), tracker.clone());
             thread::spawn(move || {
-                let c = pool
-                    .acquire_timeout(FOREVER)
+                let c = Pool::acquire_timeout_owned(&pool, FOREVER)
                     .expect("never times out in a model");
-                take(&pool, &tracker, c, 2)
+                take(&tracker, c, 2)
             })
         };
         let waiting = {
             let (pool, tracker) = (pool.clone(), tracker.clone());
-            thread::spawn(move || {
-                let c = block_on(pool.acquire_wait());
-                take(&pool, &tracker, c, 3)
-            })
+            thread::spawn(move || take(&tracker, block_on(Pool::acquire_wait_owned(&pool)), 3))
         };
         assert_eq!(pool.release(kept, true), Released::Returned);
         assert_eq!(pool.release(closed, false), Released::Closed);
         let got = [blocking.join().unwrap(), waiting.join().unwrap()];
 
         assert_eq!(pool.stats(), stats(0, 0, 2, 0));
+        assert_no_waiters(&pool);
         assert_eq!(
             tracker.created_count(),
             3,
@@ -677,9 +700,9 @@ fn waiting_two_waiters_two_releases_both_woken() {
             1,
             "only the closed connection is dropped"
         );
-        assert_ne!(got[0].slot(), got[1].slot());
-        for t in got {
-            assert_eq!(pool.release(t, true), Released::Returned);
+        assert_ne!(got[0].conn_id().slot(), got[1].conn_id().slot());
+        for lease in got {
+            assert_eq!(lease.release(true), Released::Returned);
         }
         drop(pool);
         tracker.assert_all_dropped_once();
@@ -698,8 +721,8 @@ static CANCELLED_WHILE_PENDING: std::sync::atomic::AtomicUsize =
 /// and gets the connection (a lost hand-off is a loom deadlock). If W1's poll finds the
 /// connection itself, it returns it for W2.
 ///
-/// Bound: 4 preemptions (709,262 interleavings, 65-80 s; bound 3: 77,910, 9 s). Unbounded: did not
-/// finish within 5 minutes (980,000 interleavings explored by then).
+/// Bound: 4 preemptions (1,113,784 interleavings, 70 s; bound 3: 107,761, 7.3 s). Unbounded: did
+/// not finish within 2 minutes (1,860,000 interleavings explored by then, none failing).
 #[test]
 fn waiting_cancelled_async_waiter_passes_wakeup_on() {
     // Relaxed throughout: a std counter outside the model; loom runs its iterations one after
@@ -718,8 +741,8 @@ fn waiting_cancelled_async_waiter_passes_wakeup_on() {
                 let waker = noop_waker();
                 let mut cx = Context::from_waker(&waker);
                 match fut.as_mut().poll(&mut cx) {
-                    Poll::Ready(Checkout::Acquired(t)) => {
-                        assert_eq!(pool.release(t, true), Released::Returned);
+                    Poll::Ready(Checkout::Acquired(lease)) => {
+                        assert_eq!(lease.release(true), Released::Returned);
                     }
                     Poll::Ready(Checkout::Vacant(_)) => panic!("the slot is never empty"),
                     Poll::Pending => {
@@ -732,9 +755,9 @@ fn waiting_cancelled_async_waiter_passes_wakeup_on() {
         let waiter = {
             let pool = pool.clone();
             thread::spawn(move || match block_on(pool.acquire_wait()) {
-                Checkout::Acquired(mut t) => {
-                    pool.get_mut(&mut t).unwrap().use_mut();
-                    pool.release(t, true)
+                Checkout::Acquired(mut lease) => {
+                    lease.use_mut();
+                    lease.release(true)
                 }
                 Checkout::Vacant(_) => panic!("the slot is never empty"),
             })
@@ -744,6 +767,7 @@ fn waiting_cancelled_async_waiter_passes_wakeup_on() {
         assert_eq!(waiter.join().unwrap(), Released::Returned);
 
         assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+        assert_no_waiters(&pool);
         assert_eq!(tracker.drops(0), 0);
     });
     assert!(
@@ -758,7 +782,7 @@ fn waiting_cancelled_async_waiter_passes_wakeup_on() {
 /// the other gets `None` before it opens anything, so no connection is created in vain and
 /// none leaks.
 ///
-/// Bound: 5 preemptions (460 interleavings, 0.05 s). Unbounded: 324 interleavings, 0.08 s.
+/// Bound: 5 preemptions (514 interleavings, 0.03 s). Unbounded: 378 interleavings, 0.02 s.
 #[test]
 fn reservation_before_connect() {
     check("reservation_before_connect", 5, || {
@@ -770,13 +794,13 @@ fn reservation_before_connect() {
             .map(|id| {
                 let pool = pool.clone();
                 let tracker = tracker.clone();
-                thread::spawn(move || match pool.try_checkout() {
-                    Some(Checkout::Vacant(r)) => {
-                        let mut t = r.fill(tracker.conn(id)); // "connect"
-                        pool.get_mut(&mut t).unwrap().use_mut();
-                        Some(t)
+                thread::spawn(move || match Pool::try_checkout_owned(&pool) {
+                    Some(CheckoutOf::Vacant(r)) => {
+                        let mut lease = r.fill(tracker.conn(id)); // "connect"
+                        lease.use_mut();
+                        Some(lease)
                     }
-                    Some(Checkout::Acquired(_)) => panic!("no connection is ever available"),
+                    Some(CheckoutOf::Acquired(_)) => panic!("no connection is ever available"),
                     None => None,
                 })
             })
@@ -794,8 +818,8 @@ fn reservation_before_connect() {
         );
         assert_eq!(tracker.total_drops(), 0);
         assert_eq!(pool.stats(), stats(0, 0, 2, 0));
-        for t in got {
-            assert_eq!(pool.release(t, true), Released::Returned);
+        for lease in got {
+            assert_eq!(lease.release(true), Released::Returned);
         }
         assert_eq!(pool.release(held, true), Released::Returned);
         drop(pool);
@@ -810,7 +834,7 @@ fn reservation_before_connect() {
 /// idle in the pool, nothing dropped, and no task left waiting (a lost wake-up is a loom
 /// deadlock).
 ///
-/// Bound: 5 preemptions (11,420 interleavings, 1.4 s). Unbounded: 75,758 interleavings, 23 s.
+/// Bound: 5 preemptions (27,704 interleavings, 1.6 s). Unbounded: 608,484 interleavings, 37 s.
 #[test]
 fn reservation_before_connect_with_waiting_and_failed_connect() {
     check(
@@ -824,9 +848,9 @@ fn reservation_before_connect_with_waiting_and_failed_connect() {
                 let pool = pool.clone();
                 thread::spawn(move || match block_on(pool.acquire_wait()) {
                     Checkout::Vacant(r) => drop(r), // connect failed
-                    Checkout::Acquired(mut t) => {
-                        pool.get_mut(&mut t).unwrap().use_mut();
-                        assert_eq!(pool.release(t, true), Released::Returned);
+                    Checkout::Acquired(mut lease) => {
+                        lease.use_mut();
+                        assert_eq!(lease.release(true), Released::Returned);
                     }
                 })
             };
@@ -834,12 +858,12 @@ fn reservation_before_connect_with_waiting_and_failed_connect() {
                 let pool = pool.clone();
                 let tracker = tracker.clone();
                 thread::spawn(move || {
-                    let mut t = match block_on(pool.acquire_wait()) {
+                    let mut lease = match block_on(pool.acquire_wait()) {
                         Checkout::Vacant(r) => r.fill(tracker.conn(1)),
                         Checkout::Acquired(_) => panic!("only this task ever connects"),
                     };
-                    pool.get_mut(&mut t).unwrap().use_mut();
-                    assert_eq!(pool.release(t, true), Released::Returned);
+                    lease.use_mut();
+                    assert_eq!(lease.release(true), Released::Returned);
                 })
             };
             failing.join().unwrap();
@@ -848,6 +872,7 @@ fn reservation_before_connect_with_waiting_and_failed_connect() {
             assert_eq!(tracker.created_count(), 1);
             assert_eq!(tracker.total_drops(), 0);
             assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
             drop(pool);
             tracker.assert_all_dropped_once();
         },
@@ -860,8 +885,7 @@ fn reservation_before_connect_with_waiting_and_failed_connect() {
 /// added was dropped exactly once or is still idle in the pool (checked by taking every idle
 /// connection out), `stats()` matches that, and dropping the pool drops the rest exactly once.
 ///
-/// Bound: 5 preemptions (88,887 interleavings, 13 s). Unbounded: did not finish within 5 minutes
-/// (1,120,000 interleavings explored by then).
+/// Bound: 5 preemptions (88,950 interleavings, 4.8 s). Unbounded: 2,131,940 interleavings, 118 s.
 #[test]
 fn drain_all_vs_add_acquire_release() {
     check("drain_all_vs_add_acquire_release", 5, || {
@@ -904,4 +928,498 @@ fn drain_all_vs_add_acquire_release() {
         drop(pool);
         tracker.assert_all_dropped_once();
     });
+}
+
+/// The suite runs with debug assertions on (`.ci/loom.sh` passes `-C debug-assertions=on`), so
+/// the pool's own `debug_assert!`s (a live token holds its slot word, in every `get`,
+/// `get_mut` and `put`; a held slot never changes under its holder; a CAS only ever starts
+/// from a word of the expected state) are checked in every interleaving. This test fails if the
+/// flag is lost: `tokenpool::unreleased_tokens` counts a token dropped without `release` only
+/// when *tokenpool itself* is compiled with debug assertions.
+///
+/// Bound: 0 preemptions (1 interleaving, <0.01 s): a single thread.
+#[test]
+fn suite_runs_with_debug_assertions() {
+    assert!(
+        cfg!(debug_assertions),
+        "run the loom suite with `-C debug-assertions=on` (.ci/loom.sh)"
+    );
+    check("suite_runs_with_debug_assertions", 0, || {
+        let pool = Pool::new(1).unwrap();
+        let before = tokenpool::unreleased_tokens();
+        drop(pool.add(()).unwrap()); // a leaked token: its slot stays in_use
+        assert!(
+            tokenpool::unreleased_tokens() > before,
+            "tokenpool was built without debug assertions"
+        );
+        assert_eq!(pool.stats(), stats(0, 0, 1, 0));
+    });
+}
+
+/// Scenario 11. **The `acquire` fast path races a drain, a re-add and a barger.** Thread A
+/// acquires the only connection (0) by scanning, which records the slot and its `Available`
+/// word as A's prediction, returns it (`keep`), and acquires again: that second `acquire` is
+/// one CAS from the predicted word, without a load first. Meanwhile thread B drains
+/// connection 0 by id and then adds connection 1 to the slot (same slot, next generation, so
+/// A's prediction goes stale), and the main thread acquires and returns whatever is idle.
+/// A's second acquire gets connection 0 only while it is still in the pool, connection 1 only
+/// through the scan after the stale CAS fails, and its token's id always names the connection
+/// it reaches (with debug assertions on, `get` also checks the slot word against the token).
+/// No connection is ever held twice, each is dropped exactly once, and the pool ends as the
+/// last release left it.
+///
+/// Catches a fast path that takes the slot but builds its token from a stale prediction
+/// (debug assertion "a live token holds its slot"; without debug assertions, the id check).
+/// This is the one model besides 12a in which the fast path succeeds.
+///
+/// Bound: 5 preemptions (198,266 interleavings, 10.6 s; bound 4: 58,307, 3.2 s). Unbounded: did not
+/// finish within 2 minutes (2,280,000 interleavings explored by then, none failing).
+#[test]
+fn acquire_fast_path_races_drain_and_acquirer() {
+    check("acquire_fast_path_races_drain_and_acquirer", 5, || {
+        let tracker = Tracker::new(2);
+        let pool = Arc::new(Pool::new(1).unwrap());
+        let t = pool.add(tracker.conn(0)).unwrap();
+        let id0 = t.conn_id();
+        assert_eq!(pool.release(t, true), Released::Returned);
+
+        let a = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                // Uses what `acquire` got and returns it; the token's id must name the
+                // connection the token reaches.
+                let use_and_return = |mut t| {
+                    let conn = pool.get_mut(&mut t).unwrap();
+                    conn.use_mut();
+                    assert_eq!(
+                        conn.id() == 0,
+                        t.conn_id() == id0,
+                        "the token's id names the connection it reaches"
+                    );
+                    pool.release(t, true);
+                };
+                // The first acquire scans and records its prediction (it misses only while
+                // the connection is held or between the drain and the re-add).
+                if let Some(t) = pool.acquire() {
+                    use_and_return(t);
+                }
+                // The second: one CAS from the predicted word, then a scan if that fails.
+                if let Some(t) = pool.acquire() {
+                    use_and_return(t);
+                }
+            })
+        };
+        let b = {
+            let pool = pool.clone();
+            let conn = tracker.conn(1);
+            thread::spawn(move || {
+                assert!(pool.drain(id0), "connection 0 is in the pool until drained");
+                match pool.add(conn) {
+                    Ok(mut t) => {
+                        assert_ne!(t.conn_id(), id0);
+                        pool.get_mut(&mut t).unwrap().use_mut();
+                        assert_eq!(pool.release(t, true), Released::Returned);
+                    }
+                    // Marked while held: its holder has not closed it yet.
+                    Err(conn) => drop(conn),
+                }
+            })
+        };
+        if let Some(mut t) = pool.acquire() {
+            pool.get_mut(&mut t).unwrap().use_mut();
+            pool.release(t, true);
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+
+        assert_eq!(tracker.drops(0), 1, "connection 0 was drained");
+        let s = pool.stats();
+        if tracker.drops(1) == 0 {
+            assert_eq!(s, stats(0, 1, 0, 0), "connection 1 is idle in the pool");
+        } else {
+            assert_eq!(s, stats(1, 0, 0, 0), "the add found the slot held");
+        }
+        drop(pool);
+        tracker.assert_all_dropped_once();
+    });
+}
+
+/// Scenario 12a. **A release hands its connection to the blocked waiter while a barger
+/// acquires.** The only slot is held by the main thread. Thread W blocks in
+/// `acquire_timeout`; thread B tries `acquire` twice (each success is used and returned, and
+/// B's second try goes through its predicted word); the main thread returns the connection.
+/// The release pops W and takes the slot back for it (one CAS from the word it just stored)
+/// unless B took it in between, in which case W wakes with nothing, looks itself and
+/// re-queues at the front, and B's own release hands it over. Every holder holds the
+/// connection alone (`Conn`'s borrow flag, loom's cell tracking), W always ends up with it
+/// (a lost wake-up or a stranded hand-off is a loom deadlock), nothing is dropped, and the
+/// connection ends idle with no waiter left.
+///
+/// Catches a hand-off without the take-back CAS (debug assertion "a live token holds its
+/// slot"; without debug assertions, a `Closed` release of the doubly held connection) and a
+/// woken waiter that drops what it was handed (deadlock).
+///
+/// Bound: 4 preemptions (184,126 interleavings, 10.6 s; bound 5: 1,192,069, 69 s). Unbounded: did
+/// not finish within 2 minutes (1,940,000 interleavings explored by then, none failing).
+#[test]
+fn release_hands_off_to_blocked_waiter_while_barger_acquires() {
+    check(
+        "release_hands_off_to_blocked_waiter_while_barger_acquires",
+        4,
+        || {
+            let tracker = Tracker::new(1);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+
+            let waiter = {
+                let pool = pool.clone();
+                thread::spawn(move || match pool.acquire_timeout(FOREVER) {
+                    Ok(Checkout::Acquired(mut lease)) => {
+                        lease.use_mut();
+                        lease.release(true)
+                    }
+                    other => panic!("expected the returned connection, got {other:?}"),
+                })
+            };
+            let barger = {
+                let pool = pool.clone();
+                thread::spawn(move || {
+                    let mut got = 0;
+                    for _ in 0..2 {
+                        if let Some(mut t) = pool.acquire() {
+                            pool.get_mut(&mut t).unwrap().use_mut();
+                            assert_eq!(pool.release(t, true), Released::Returned);
+                            got += 1;
+                        }
+                    }
+                    got
+                })
+            };
+            assert_eq!(pool.release(t, true), Released::Returned);
+            assert_eq!(waiter.join().unwrap(), Released::Returned);
+            assert!(barger.join().unwrap() <= 2);
+
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            assert_eq!(tracker.drops(0), 0);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
+}
+
+/// Scenario 12b. **A close hands its empty slot to the blocked waiter while a barger checks
+/// out.** As 12a, but the main thread closes its connection (`release(t, false)`), and B
+/// barges with `try_checkout`, which also claims an empty slot. The close empties the slot,
+/// pops W and claims the empty slot back for it (`Checkout::Vacant`), unless B claimed it
+/// first; W may also find the empty slot itself. Whoever gets the empty slot opens a
+/// connection in it (W: 1, B: 2), so exactly one new connection exists; W always ends up with
+/// a lease (a reservation it fills, or B's connection handed over by B's release), every
+/// holder holds alone, connection 0 is dropped exactly once, and the new connection ends idle
+/// with no waiter left.
+///
+/// Catches a close that hands the empty slot over without claiming it (debug assertion; without
+/// debug assertions, a `Closed` release) and a woken waiter that drops its hand-off (deadlock).
+///
+/// Bound: 3 preemptions (131,332 interleavings, 8.1 s; bound 4: 1,028,540, 63 s). Unbounded: did
+/// not finish within 2 minutes (1,960,000 interleavings explored by then, none failing).
+#[test]
+fn close_hands_off_vacant_slot_to_blocked_waiter_while_barger_checks_out() {
+    check(
+        "close_hands_off_vacant_slot_to_blocked_waiter_while_barger_checks_out",
+        3,
+        || {
+            let tracker = Tracker::new(3);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+
+            let waiter = {
+                let pool = pool.clone();
+                let tracker = tracker.clone();
+                thread::spawn(move || {
+                    let mut lease = match pool.acquire_timeout(FOREVER) {
+                        Ok(Checkout::Vacant(r)) => r.fill(tracker.conn(1)),
+                        Ok(Checkout::Acquired(lease)) => {
+                            assert_eq!(lease.id(), 2, "only B's connection is ever returned");
+                            lease
+                        }
+                        Err(e) => panic!("never times out in a model: {e:?}"),
+                    };
+                    lease.use_mut();
+                    lease.release(true)
+                })
+            };
+            let barger = {
+                let pool = pool.clone();
+                let tracker = tracker.clone();
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        match pool.try_checkout() {
+                            Some(Checkout::Vacant(r)) => {
+                                let mut lease = r.fill(tracker.conn(2));
+                                lease.use_mut();
+                                assert_eq!(lease.release(true), Released::Returned);
+                            }
+                            Some(Checkout::Acquired(mut lease)) => {
+                                lease.use_mut();
+                                assert_eq!(lease.release(true), Released::Returned);
+                            }
+                            None => {}
+                        }
+                    }
+                })
+            };
+            assert_eq!(pool.release(t, false), Released::Closed);
+            assert_eq!(waiter.join().unwrap(), Released::Returned);
+            barger.join().unwrap();
+
+            assert_eq!(tracker.drops(0), 1);
+            assert_eq!(
+                tracker.created_count(),
+                2,
+                "exactly one new connection was opened"
+            );
+            assert_eq!(tracker.total_drops(), 1, "only connection 0 was dropped");
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
+}
+
+/// Scenario 12c. **A cancelled async waiter gives back the connection handed to it.** The
+/// only slot is held by the main thread. An `acquire_wait_owned` future is polled once with a
+/// no-op waker (it registers: the slot is held), then moved to thread D, which drops it,
+/// while the main thread returns the connection. The release may pop the future's node and
+/// take the slot back for it just before D withdraws: `cancel` then returns that hand-off and
+/// the future's `Drop` releases it. Whatever the order, the connection ends idle in the pool
+/// (never stranded `in_use` in a dead node), is dropped only when the pool is, and no waiter
+/// is left.
+///
+/// Catches a `cancel` that drops the hand-off instead of returning it (the slot ends `in_use`).
+///
+/// Bound: 5 preemptions (26 interleavings, <0.01 s), which is the whole space: unbounded is the
+/// same 26 (bound 4 already reaches all of them).
+#[test]
+fn cancelled_async_waiter_gives_back_handed_off_connection() {
+    check(
+        "cancelled_async_waiter_gives_back_handed_off_connection",
+        5,
+        || {
+            let tracker = Tracker::new(1);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+
+            let mut fut = Box::pin(Pool::acquire_wait_owned(&pool));
+            let waker = noop_waker();
+            assert!(
+                fut.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending(),
+                "the only slot is held"
+            );
+            assert_eq!(pool.queued_waiters(), 1);
+            let dropper = thread::spawn(move || drop(fut));
+            assert_eq!(pool.release(t, true), Released::Returned);
+            dropper.join().unwrap();
+
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            assert_eq!(tracker.drops(0), 0);
+            let mut t = pool.acquire().expect("the connection is idle");
+            pool.get_mut(&mut t).unwrap().use_mut();
+            assert_eq!(pool.release(t, true), Released::Returned);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
+}
+
+/// Scenario 12c, second form. **A cancelled async waiter passes a handed-off connection on
+/// to the next waiter.** As 12c, with a second waiter W2 (blocking, `acquire_timeout`) queued
+/// behind the cancelled future's node before the release. The release hands the connection
+/// to the front node; if that is the cancelled future's, its `Drop` gives the hand-off back
+/// through `release`, which hands it to W2. W2 always ends up with the connection (a
+/// stranded hand-off is a loom deadlock), nothing is dropped, and no waiter is left.
+///
+/// Catches a `cancel` that drops the hand-off instead of returning it (deadlock).
+///
+/// Bound: 4 preemptions (124,875 interleavings, 7.2 s; bound 5: 574,932, 33 s). Unbounded: did not
+/// finish within 2 minutes (2,120,000 interleavings explored by then, none failing).
+#[test]
+fn cancelled_async_waiter_passes_handed_off_connection_to_next_waiter() {
+    check(
+        "cancelled_async_waiter_passes_handed_off_connection_to_next_waiter",
+        4,
+        || {
+            let tracker = Tracker::new(1);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+
+            let mut fut = Box::pin(Pool::acquire_wait_owned(&pool));
+            let waker = noop_waker();
+            assert!(fut
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            let waiter = {
+                let pool = pool.clone();
+                thread::spawn(move || match pool.acquire_timeout(FOREVER) {
+                    Ok(Checkout::Acquired(mut lease)) => {
+                        lease.use_mut();
+                        lease.release(true)
+                    }
+                    other => panic!("expected the returned connection, got {other:?}"),
+                })
+            };
+            let dropper = thread::spawn(move || drop(fut));
+            assert_eq!(pool.release(t, true), Released::Returned);
+            dropper.join().unwrap();
+            assert_eq!(waiter.join().unwrap(), Released::Returned);
+
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            assert_eq!(tracker.drops(0), 0);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
+}
+
+/// Scenario 12d. **A drain races a hand-off.** The main thread holds connection 0 and returns
+/// it (`keep`) while thread W waits for it in `acquire_timeout` and thread D drains it by
+/// id. The drain may mark it while the main thread holds it (the release then closes it and
+/// hands W the empty slot), take it idle between the release and the take-back (D closes it,
+/// and D's close or W itself finds the empty slot), or mark it in W's hands after the
+/// hand-off (W's release closes it). Connection 0 is closed exactly once, by whoever holds
+/// it last, never while W uses it; the drain always finds it; W always ends up with a lease;
+/// and the pool ends with W's new connection idle (if W got the empty slot) or empty.
+///
+/// Catches a drain that closes an idle connection without waking a waiter (deadlock), which
+/// no other model does, and the hand-off mistakes 12a catches.
+///
+/// Bound: 4 preemptions (118,470 interleavings, 6.8 s; bound 5: 715,272, 43 s). Unbounded: did not
+/// finish within 2 minutes (2,000,000 interleavings explored by then, none failing).
+#[test]
+fn drain_races_handoff_to_waiter() {
+    check("drain_races_handoff_to_waiter", 4, || {
+        let tracker = Tracker::new(2);
+        let pool = Arc::new(Pool::new(1).unwrap());
+        let t = pool.add(tracker.conn(0)).unwrap();
+        let id0 = t.conn_id();
+
+        let waiter = {
+            let pool = pool.clone();
+            let tracker = tracker.clone();
+            thread::spawn(move || match pool.acquire_timeout(FOREVER) {
+                Ok(Checkout::Acquired(mut lease)) => {
+                    assert_eq!(lease.id(), 0);
+                    lease.use_mut();
+                    assert_eq!(tracker.drops(0), 0, "dropped while its holder holds it");
+                    let r = lease.release(true);
+                    if r == Released::Closed {
+                        assert_eq!(tracker.drops(0), 1, "the closing release dropped it");
+                    }
+                    r
+                }
+                Ok(Checkout::Vacant(r)) => {
+                    let mut lease = r.fill(tracker.conn(1));
+                    lease.use_mut();
+                    lease.release(true)
+                }
+                Err(e) => panic!("never times out in a model: {e:?}"),
+            })
+        };
+        let drainer = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.drain(id0))
+        };
+        let released = pool.release(t, true);
+        if released == Released::Closed {
+            assert_eq!(tracker.drops(0), 1, "the closing release dropped it");
+        }
+        let w = waiter.join().unwrap();
+        assert!(
+            drainer.join().unwrap(),
+            "connection 0 was in the pool to drain"
+        );
+
+        assert_eq!(tracker.drops(0), 1);
+        assert_eq!(tracker.drops(1), 0);
+        assert_ne!(w, Released::Rejected);
+        if tracker.created(1) {
+            assert_eq!(w, Released::Returned);
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+        } else {
+            assert_eq!(pool.stats(), stats(1, 0, 0, 0));
+        }
+        assert_no_waiters(&pool);
+        drop(pool);
+        tracker.assert_all_dropped_once();
+    });
+}
+
+/// Scenario 12e. **Fairness: a queued waiter gets the connection before a later barger.**
+/// The only slot is held by the main thread; W blocks in `acquire_timeout`; once W is in the
+/// queue (the main thread polls `queued_waiters`), the main thread returns the connection,
+/// and only *then* starts thread B, which tries `acquire` once. Since the release takes the
+/// slot back for W before it returns, B can get the connection only after W has had it and
+/// given it back. Without the take-back (a release that only wakes W) B could take it first:
+/// the safety models above cannot tell, this one can.
+///
+/// Catches a release that wakes W without taking the slot back for it (all other models pass
+/// with that change: it is a fairness property, not a safety one).
+///
+/// Bound: 5 preemptions (20,698 interleavings, 1.2 s). Unbounded: 804,505 interleavings, 47 s.
+#[test]
+fn queued_waiter_gets_released_connection_before_later_barger() {
+    check(
+        "queued_waiter_gets_released_connection_before_later_barger",
+        5,
+        || {
+            let tracker = Tracker::new(1);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+            let waiter_done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+
+            let waiter = {
+                let pool = pool.clone();
+                let waiter_done = waiter_done.clone();
+                thread::spawn(move || match pool.acquire_timeout(FOREVER) {
+                    Ok(Checkout::Acquired(mut lease)) => {
+                        lease.use_mut();
+                        waiter_done.store(true, loom::sync::atomic::Ordering::SeqCst);
+                        lease.release(true)
+                    }
+                    other => panic!("expected the returned connection, got {other:?}"),
+                })
+            };
+            while pool.queued_waiters() == 0 {
+                thread::yield_now();
+            }
+            assert_eq!(pool.release(t, true), Released::Returned);
+            let barger = {
+                let pool = pool.clone();
+                let waiter_done = waiter_done.clone();
+                thread::spawn(move || {
+                    if let Some(mut t) = pool.acquire() {
+                        assert!(
+                            waiter_done.load(loom::sync::atomic::Ordering::SeqCst),
+                            "a barger took the connection handed to the queued waiter"
+                        );
+                        pool.get_mut(&mut t).unwrap().use_mut();
+                        assert_eq!(pool.release(t, true), Released::Returned);
+                    }
+                })
+            };
+            assert_eq!(waiter.join().unwrap(), Released::Returned);
+            barger.join().unwrap();
+
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
 }

@@ -58,9 +58,17 @@ impl ScanHint {
     }
 }
 
+#[cfg(not(all(loom, feature = "loom")))]
 thread_local! {
     /// Where this thread acquired last; [`ScanHint::UNSET`] until its first `acquire`.
     static HINT: Cell<ScanHint> = const { Cell::new(ScanHint::UNSET) };
+}
+
+// loom's `thread_local!` takes no `const { }` initializer.
+#[cfg(all(loom, feature = "loom"))]
+thread_local! {
+    /// Where this thread acquired last; [`ScanHint::UNSET`] until its first `acquire`.
+    static HINT: Cell<ScanHint> = Cell::new(ScanHint::UNSET);
 }
 
 /// This thread's hint: the slot it acquired last (where the connection it just returned is
