@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 
 use crate::pool::{Pool, Released};
@@ -62,7 +63,8 @@ where
     P: Deref<Target = Pool<T>>,
 {
     pool: P,
-    token: Option<Token>,
+    /// Ours until `release`/`into_token` move it out (forgetting `self`) or `drop` releases it.
+    token: ManuallyDrop<Token>,
     _conn: PhantomData<fn() -> T>,
 }
 
@@ -79,41 +81,51 @@ impl<P: Deref<Target = Pool<T>>, T> LeaseOf<P, T> {
     }
 
     /// Wraps a token `pool` just issued (acquired, added or filled) or handed off.
+    #[inline(always)]
     pub(crate) fn from_valid(pool: P, token: Token) -> Self {
         LeaseOf {
             pool,
-            token: Some(token),
+            token: ManuallyDrop::new(token),
             _conn: PhantomData,
         }
     }
 
-    /// Releases now: `keep = true` returns the connection to the pool, `false` closes it.
-    #[inline]
-    pub fn release(mut self, keep: bool) -> Released {
-        match self.token.take() {
-            Some(t) => self.pool.release(t, keep),
-            None => Released::Rejected,
+    /// Takes the lease apart without running its `Drop`.
+    #[inline(always)]
+    fn into_parts(self) -> (P, Token) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and, being `ManuallyDrop`, never dropped, so each
+        // field is moved out exactly once; `token` was initialized by `from_valid` and only
+        // `drop` (which cannot run now) takes it otherwise.
+        unsafe {
+            (
+                std::ptr::read(&this.pool),
+                ManuallyDrop::into_inner(std::ptr::read(&this.token)),
+            )
         }
+    }
+
+    /// Releases now: `keep = true` returns the connection to the pool, `false` closes it.
+    #[inline(always)]
+    pub fn release(self, keep: bool) -> Released {
+        let (pool, token) = self.into_parts();
+        pool.release(token, keep)
     }
 
     /// Gives up the RAII guard and returns the raw token, to be given to
     /// [`Pool::release`](crate::Pool::release) by hand.
-    pub fn into_token(mut self) -> Token {
-        self.token.take().expect(HELD)
+    pub fn into_token(self) -> Token {
+        self.into_parts().1
     }
 
     /// The id of the leased connection.
     pub fn conn_id(&self) -> ConnId {
-        self.token().conn_id()
+        self.token.conn_id()
     }
 
     /// The pool this lease belongs to.
     pub fn pool(&self) -> &P {
         &self.pool
-    }
-
-    fn token(&self) -> &Token {
-        self.token.as_ref().expect(HELD)
     }
 }
 
@@ -135,8 +147,6 @@ impl<T> Pool<T> {
     }
 }
 
-/// The token is taken only by `release` and `into_token`, which consume the lease.
-const HELD: &str = "a lease owns its token until it is released";
 /// Only the holder moves a held slot out of InUse/Draining, and the lease is the holder.
 const VALID: &str = "a lease's token stays valid until the lease releases it";
 
@@ -145,28 +155,28 @@ impl<P: Deref<Target = Pool<T>>, T> Deref for LeaseOf<P, T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        self.pool.get(self.token()).expect(VALID)
+        self.pool.get(&self.token).expect(VALID)
     }
 }
 
 impl<P: Deref<Target = Pool<T>>, T> DerefMut for LeaseOf<P, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        let token = self.token.as_mut().expect(HELD);
-        self.pool.get_mut(token).expect(VALID)
+        self.pool.get_mut(&mut self.token).expect(VALID)
     }
 }
 
 impl<P: Deref<Target = Pool<T>>, T> Drop for LeaseOf<P, T> {
     fn drop(&mut self) {
-        if let Some(t) = self.token.take() {
-            self.pool.release(t, false);
-        }
+        // SAFETY: `drop` runs at most once and nothing uses `token` after it; `release` and
+        // `into_token` forget the lease instead of dropping it, so they never reach here.
+        let token = unsafe { ManuallyDrop::take(&mut self.token) };
+        self.pool.release(token, false);
     }
 }
 
 impl<P: Deref<Target = Pool<T>>, T> fmt::Debug for LeaseOf<P, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("token", &self.token).finish()
+        f.debug_struct("Lease").field("token", &*self.token).finish()
     }
 }
