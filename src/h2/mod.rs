@@ -2,6 +2,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Empty};
 //! use tokenpool::h2::H2Pool;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -25,23 +26,44 @@
 //! // One backend, at most two connections to it.
 //! let pool = H2Pool::builder([addr]).max_connections_per_backend(2).build()?;
 //!
+//! // Any `http_body::Body` in (streamed, with flow control), a streaming `Body` out.
+//! let request = http::Request::get("/hello").body(Empty::<Bytes>::new())?;
+//! let response = pool.send(0, request).await?;
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "hello");
+//!
 //! // Whole body in, whole body out:
 //! let request = http::Request::get("http://backend/hello").body(Bytes::new())?;
 //! let response = pool.request(0, request).await?;
 //! assert_eq!(response.body(), "hello");
 //!
-//! // Or streaming: the response future and the request body stream.
+//! // The low-level path: h2's own streams, flow control left to the caller.
 //! let (response, _request_body) =
 //!     pool.send_request(0, http::Request::get("http://backend/").body(())?, true).await?;
 //! let mut body = response.await?.into_body();
 //! let chunk = body.data().await.expect("one chunk")?;
+//! // Without this, a body larger than the stream window stalls.
+//! let _ = body.flow_control().release_capacity(chunk.len());
 //! assert_eq!(chunk, "hello");
 //! drop(body); // the stream no longer counts against its connection
 //!
 //! let stats = pool.stats(0)?;
-//! assert_eq!((stats.available, stats.in_use), (1, 0)); // one connection served both
+//! assert_eq!((stats.available, stats.in_use), (1, 0)); // one connection served all three
 //! # Ok(()) }
 //! ```
+//!
+//! # Sending requests
+//! - [`H2Pool::send`] takes an `http::Request` with any [`http_body::Body`] and returns an
+//!   `http::Response<`[`Body`]`>`. It makes an HTTP/1.1 request valid for HTTP/2 (removes
+//!   connection-specific headers, gives an origin-form URI its authority; the docs of
+//!   [`H2Pool::send`] list every change), streams the request body with flow control in a
+//!   task of its own, and the [`Body`] gives flow-control capacity back as it is read. Every
+//!   error, before or after the response head, is an [`H2Error`].
+//! - [`H2Pool::request`] sends a whole [`Bytes`](bytes::Bytes) body and collects the whole
+//!   response.
+//! - The low-level path, for callers that drive h2 themselves: [`H2Pool::send_request`]
+//!   sends the head as given and returns h2's request stream and a [`ResponseFuture`];
+//!   flow control in both directions is then the caller's. [`H2Lease`] (below) opens
+//!   several streams on one chosen connection.
 //!
 //! # How a request finds a connection
 //! Each backend has one [`Pool`] of connection slots ([`ConnectionPool`] holds them all), one
@@ -130,10 +152,12 @@
 //! # Errors and cancellation
 //! Every failure is an [`H2Error`]; nothing panics on network conditions.
 //! [`H2Error::is_retryable`] says when a failed request was certainly not processed by the
-//! backend. Every path, including dropping a `send_request` future at any await point, leaves
-//! no slot `in_use`: reservations free their slot on drop, acquire futures pass their wake-up
-//! on, and `send_request` holds a token across no await point (a parked token belongs to its
-//! connection, and the end of a stream releases it).
+//! backend. Every path, including dropping a `send` or `send_request` future at any await
+//! point, leaves no slot `in_use`: reservations free their slot on drop, acquire futures
+//! pass their wake-up on, and a claimed stream is held across no await point (a parked token
+//! belongs to its connection, and the end of a stream releases it). Dropping a `send` future
+//! or its [`Body`] before the response has ended also resets the stream and stops its
+//! upload.
 //!
 //! # Lower-level control
 //! [`H2Pool::lease`] hands out one connection for exclusive use ([`H2Lease`]): open several
@@ -150,14 +174,18 @@
 //! [`Pool::evict_idle`]: crate::Pool::evict_idle
 
 mod admission;
+mod body;
 mod builder;
 mod conn;
 mod connect;
 mod error;
 mod lease;
+mod normalize;
 mod pool;
+mod send;
 mod sweep;
 
+pub use body::Body;
 pub use builder::{
     H2PoolBuilder, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECTION_WINDOW, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_BACKEND, DEFAULT_MAX_LIFETIME,

@@ -31,6 +31,8 @@ struct Inner {
     addrs: Box<[SocketAddr]>,
     admission: Admission,
     limits: Limits,
+    /// Where upload tasks run (the runtime the pool was built in).
+    runtime: tokio::runtime::Handle,
     /// Dropped with the pool, which stops the sweeper at once.
     _stop_sweeper: oneshot::Sender<()>,
 }
@@ -69,13 +71,22 @@ impl H2Pool {
                     h2_builder,
                     connect_timeout: b.connect_timeout,
                     max_streams: b.max_streams,
-                    runtime,
+                    runtime: runtime.clone(),
                 },
             },
             limits,
+            runtime,
             _stop_sweeper: stop_tx,
         });
         Ok(H2Pool { inner })
+    }
+
+    /// Runs `task` on the pool's runtime.
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.runtime.spawn(task);
     }
 
     /// The slots of `backend` and its address.
@@ -84,7 +95,9 @@ impl H2Pool {
         Ok((pool, self.inner.addrs[backend]))
     }
 
-    /// Opens a stream to `backend` on a pooled connection and sends the request head.
+    /// The low-level path: opens a stream to `backend` on a pooled connection and sends the
+    /// request head as given; the request body and the response body's flow control are the
+    /// caller's. Most callers want [`send`](H2Pool::send).
     ///
     /// Reuses a connection with room for another stream; else reserves an empty slot and
     /// connects; else waits up to the acquire timeout for room. Returns the response future

@@ -1,0 +1,358 @@
+//! The request path in `http` + `http-body` types: [`H2Pool::send`] and [`Body`], against real h2c backends on 127.0.0.1 (see `common`).
+//!
+//! Every test is bounded by a timeout (nothing may hang) and ends by checking that no slot
+//! is left `in_use` or `draining`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{big_byte, within, Config, Counters, Hold, TestServer};
+use http_body::Body as _;
+use http_body_util::{channel::Channel, BodyExt, Empty};
+use tokenpool::h2::{Body, H2Error, H2Pool};
+use tokenpool::Stats;
+
+const MIB: usize = 1 << 20;
+
+/// No slot held: every connection is back (available) or closed (empty).
+fn assert_settled(pool: &H2Pool) -> Stats {
+    let s = pool.total_stats();
+    assert_eq!((s.in_use, s.draining), (0, 0), "slots left held: {s:?}");
+    s
+}
+
+fn empty_get(uri: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(uri).body(Empty::new()).unwrap()
+}
+
+fn check_big(body: &[u8], n: usize) {
+    assert_eq!(body.len(), n, "whole body");
+    if let Some(i) = (0..n).find(|&i| body[i] != big_byte(i)) {
+        panic!("byte {i} differs");
+    }
+}
+
+/// The `/headers` description as (name, value) lines.
+fn described(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_bodies_of_5_and_20_mib_collect_without_capacity_calls() {
+    // The stream window is 2 MiB by default: without capacity given back as frames are taken,
+    // both bodies would stall at 2,097,152 bytes.
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    for n in [5 * MIB, 20 * MIB] {
+        let response = within(
+            60,
+            "big response",
+            pool.send(0, empty_get(&format!("/big/{n}"))),
+        )
+        .await
+        .expect("response head");
+        let body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(n as u64), "Content-Length");
+        let collected = within(60, "collect", body.collect()).await.expect("body");
+        check_big(&collected.to_bytes(), n);
+    }
+    assert_eq!(Counters::get(&server.counters.connections), 1);
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_of_20_mib_from_a_slow_producer_streams_through() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
+    let producer = tokio::spawn(async move {
+        for i in 0..(20 * MIB / (64 * 1024)) {
+            let chunk: Vec<u8> = (i * 64 * 1024..(i + 1) * 64 * 1024).map(big_byte).collect();
+            tx.send_data(Bytes::from(chunk))
+                .await
+                .expect("the upload takes it");
+            if i % 32 == 0 {
+                // Slow: the upload waits on the producer, not only on flow control.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let request = http::Request::post("http://test/echo").body(body).unwrap();
+    let response = within(60, "echo of 20 MiB", pool.send(0, request))
+        .await
+        .expect("response head");
+    let echoed = within(60, "collect", response.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    check_big(&echoed, 20 * MIB);
+    producer.await.unwrap();
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_travel_both_ways_in_a_grpc_like_exchange() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(4);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.insert("grpc-message", "ok".parse().unwrap());
+    let sent = trailers.clone();
+    tokio::spawn(async move {
+        // A length-prefixed message, as gRPC frames them.
+        tx.send_data(Bytes::from_static(b"\0\0\0\0\x05hello"))
+            .await
+            .unwrap();
+        tx.send_trailers(sent).await.unwrap();
+    });
+    let request = http::Request::post("http://test/pkg.Svc/Method")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = within(10, "exchange", pool.send(0, request)).await.unwrap();
+    let collected = within(10, "body", response.into_body().collect())
+        .await
+        .unwrap();
+    assert_eq!(collected.trailers(), Some(&trailers), "trailers came back");
+    assert_eq!(collected.to_bytes(), &b"\0\0\0\0\x05hello"[..]);
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_removed_and_an_http1_request_is_forwarded() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    // As a proxy receives it from an HTTP/1.1 client.
+    let request = http::Request::get("/headers?q=1")
+        .version(http::Version::HTTP_11)
+        .header("host", "api.example:8080")
+        .header("connection", "keep-alive, x-hop")
+        .header("keep-alive", "timeout=5")
+        .header("x-hop", "1")
+        .header("proxy-connection", "keep-alive")
+        .header("upgrade", "h2c")
+        .header("te", "trailers")
+        .header("x-end-to-end", "kept")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = within(10, "send", pool.send(0, request))
+        .await
+        .expect("a keep-alive request is not malformed");
+    let text = within(10, "body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = std::str::from_utf8(&text).unwrap();
+    assert!(
+        text.starts_with("uri http://api.example:8080/headers?q=1\n"),
+        "authority from Host: {text}"
+    );
+    assert!(text.contains("end-stream-with-headers true\n"), "{text}");
+    let headers = described(text);
+    let mut names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["te", "x-end-to-end"], "{text}");
+    assert!(
+        headers.contains(&("te".into(), "trailers".into())),
+        "{text}"
+    );
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_form_request_without_host_gets_the_backend_as_authority() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let response = within(10, "send", pool.send(0, empty_get("/headers")))
+        .await
+        .unwrap();
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    let expected = format!("uri http://{}/headers\n", server.addr());
+    assert!(
+        std::str::from_utf8(&text).unwrap().starts_with(&expected),
+        "{text:?}"
+    );
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_body_dropped_half_way_frees_its_stream() {
+    // One connection with room for one stream: were the dropped body's stream still counted,
+    // the next request would wait for it and time out.
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .max_streams_per_connection(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let response = within(
+        10,
+        "head",
+        pool.send(0, empty_get(&format!("/big/{}", 8 * MIB))),
+    )
+    .await
+    .unwrap();
+    let mut body = response.into_body();
+    let first = within(10, "first frame", body.frame())
+        .await
+        .expect("a frame")
+        .expect("data");
+    assert!(first.is_data());
+    assert!(!body.is_end_stream());
+    drop(body);
+    assert_eq!(
+        pool.stats(0).unwrap().available,
+        1,
+        "the connection is free"
+    );
+    within(60, "1,000 more requests", async {
+        for i in 0..1000 {
+            let response = pool.send(0, empty_get(&format!("/n/{i}"))).await.unwrap();
+            let text = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(text, format!("/n/{i}"));
+        }
+    })
+    .await;
+    assert_eq!(
+        Counters::get(&server.counters.connections),
+        1,
+        "one connection served all"
+    );
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_answering_before_reading_the_body_does_not_stall_the_response() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    // A body that never ends on its own.
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
+    tx.send_data(Bytes::from_static(b"first")).await.unwrap();
+    let request = http::Request::post("http://test/early").body(body).unwrap();
+    let response = within(10, "early answer", pool.send(0, request))
+        .await
+        .unwrap();
+    let text = within(10, "body", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(text, "early");
+    // The backend dropped the request body (RST_STREAM): the upload ends and drops the body.
+    within(10, "upload ends", async {
+        while tx.send_data(Bytes::from_static(b"more")).await.is_ok() {}
+    })
+    .await;
+    assert_settled(&pool);
+}
+
+/// Drops a `send` future after it was polled `polls` times (or when it completes first).
+async fn send_and_cancel_after<B>(pool: &H2Pool, request: http::Request<B>, polls: usize) -> bool
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut fut = Box::pin(pool.send(0, request));
+    for _ in 0..polls {
+        let ready =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready()))
+                .await;
+        if ready {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+use std::future::Future as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_send_at_each_await_point_leaks_nothing() {
+    // The backend holds every response head, so a send future is pending first while
+    // connecting, then while waiting for the head; the upload is running all along.
+    let server = TestServer::start(Config {
+        hold: Hold::BeforeHead,
+        hold_prefix: "/hold",
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .max_streams_per_connection(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    within(30, "cancellations", async {
+        for polls in 0..40 {
+            let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
+            let request = http::Request::post("http://test/hold/c")
+                .body(body)
+                .unwrap();
+            let done = send_and_cancel_after(&pool, request, polls).await;
+            assert!(!done, "the head is held");
+            // The upload (if it started) ends, and drops the request body.
+            while tx.send_data(Bytes::from_static(b"x")).await.is_ok() {}
+            assert_settled(&pool);
+        }
+        // Waiting for room: the only stream is taken by a held request.
+        let p = pool.clone();
+        let blocker = tokio::spawn(async move { p.send(0, empty_get("/hold/blocker")).await });
+        server
+            .counters
+            .wait_until(|c| Counters::get(&c.active) >= 1)
+            .await;
+        for polls in 1..5 {
+            let done = send_and_cancel_after(&pool, empty_get("/waits"), polls).await;
+            assert!(!done, "no room while the blocker runs");
+        }
+        assert_eq!(pool.stats(0).unwrap().waiters, 0, "no waiter left behind");
+        server.open_gate();
+        let response = blocker.await.unwrap().unwrap();
+        response.into_body().collect().await.unwrap();
+        // Everything still works.
+        let response = pool.send(0, empty_get("/after")).await.unwrap();
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "/after"
+        );
+    })
+    .await;
+    server
+        .counters
+        .wait_until(|c| Counters::get(&c.active) == 0)
+        .await;
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_request_body_is_a_request_body_error_and_not_retryable() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(1);
+    tokio::spawn(async move {
+        tx.send_data(Bytes::from_static(b"part")).await.unwrap();
+        tx.abort(std::io::Error::other("client went away"));
+    });
+    let request = http::Request::post("http://test/echo").body(body).unwrap();
+    let e = within(10, "send", pool.send(0, request))
+        .await
+        .expect_err("the body failed");
+    assert!(matches!(e, H2Error::RequestBody(_)), "{e:?}");
+    assert!(!e.is_retryable());
+    assert_settled(&pool);
+}
+
+#[test]
+fn body_is_send_and_unpin() {
+    fn send_unpin<T: Send + Unpin + 'static>() {}
+    send_unpin::<Body>();
+}
