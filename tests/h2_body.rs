@@ -1,4 +1,5 @@
-//! The request path in `http` + `http-body` types: [`H2Pool::send`] and [`Body`], against real h2c backends on 127.0.0.1 (see `common`).
+//! The request path in `http` + `http-body` types: [`H2Pool::send`], [`Body`], the
+//! `tower::Service` impl, against real h2c backends on 127.0.0.1 (see `common`).
 //!
 //! Every test is bounded by a timeout (nothing may hang) and ends by checking that no slot
 //! is left `in_use` or `draining`.
@@ -12,8 +13,9 @@ use bytes::Bytes;
 use common::{big_byte, within, Config, Counters, Hold, TestServer};
 use http_body::Body as _;
 use http_body_util::{channel::Channel, BodyExt, Empty};
-use tokenpool::h2::{Body, H2Error, H2Pool};
+use tokenpool::h2::{Backend, Body, H2Error, H2Pool};
 use tokenpool::Stats;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 const MIB: usize = 1 << 20;
 
@@ -254,6 +256,87 @@ async fn server_answering_before_reading_the_body_does_not_stall_the_response() 
     assert_settled(&pool);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_under_tower_timeout_and_concurrency_limit() {
+    let servers = [
+        TestServer::start(Config {
+            delay: Duration::from_millis(5),
+            ..Config::default()
+        })
+        .await,
+        TestServer::start(Config {
+            delay: Duration::from_millis(5),
+            ..Config::default()
+        })
+        .await,
+    ];
+    let pool = H2Pool::builder(servers.iter().map(|s| s.addr()))
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .concurrency_limit(4)
+        .service(pool.clone());
+    // Round robin without a `Backend` extension.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let response = svc
+                    .oneshot(empty_get(&format!("/rr/{i}")))
+                    .await
+                    .expect("served");
+                response.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+        .collect();
+    within(30, "64 requests through tower", async {
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), format!("/rr/{i}"));
+        }
+    })
+    .await;
+    let per_server: Vec<usize> = servers
+        .iter()
+        .map(|s| Counters::get(&s.counters.requests))
+        .collect();
+    assert_eq!(per_server, [32, 32], "round robin");
+    for s in &servers {
+        let max = Counters::get(&s.counters.max_active);
+        assert!(
+            max <= 4,
+            "concurrency_limit(4) bounds what is in flight: {max}"
+        );
+    }
+    // Pinned with the extension.
+    let mut svc = service.clone();
+    for _ in 0..4 {
+        let mut request = empty_get("/pinned");
+        request.extensions_mut().insert(Backend(1));
+        let ready = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut svc);
+        let response = ready.await.unwrap().call(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(Counters::get(&servers[1].counters.requests), 36);
+    assert_eq!(Counters::get(&servers[0].counters.requests), 32);
+    // The timeout layer's error when the backend is slower than it.
+    let slow = TestServer::start(Config {
+        hold: Hold::BeforeHead,
+        ..Config::default()
+    })
+    .await;
+    let slow_pool = H2Pool::builder([slow.addr()]).build().unwrap();
+    let timed = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .service(slow_pool.clone());
+    let e = within(10, "timeout", timed.oneshot(empty_get("/hold/x")))
+        .await
+        .expect_err("times out");
+    assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
+    assert_settled(&pool);
+    assert_settled(&slow_pool);
+}
+
 /// Drops a `send` future after it was polled `polls` times (or when it completes first).
 async fn send_and_cancel_after<B>(pool: &H2Pool, request: http::Request<B>, polls: usize) -> bool
 where
@@ -352,7 +435,8 @@ async fn failing_request_body_is_a_request_body_error_and_not_retryable() {
 }
 
 #[test]
-fn body_is_send_and_unpin() {
+fn body_and_service_future_are_send_and_body_is_unpin() {
     fn send_unpin<T: Send + Unpin + 'static>() {}
     send_unpin::<Body>();
+    send_unpin::<tokenpool::h2::ServiceFuture>();
 }

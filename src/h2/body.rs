@@ -12,8 +12,9 @@ use http_body::{Frame, SizeHint};
 use super::send::Upload;
 use super::{H2Error, RecvStream};
 
-/// The body of a response from [`H2Pool::send`](super::H2Pool::send): an
-/// [`http_body::Body`] of [`Bytes`] whose errors are [`H2Error`]s.
+/// The body of a response from [`H2Pool::send`](super::H2Pool::send) or the pool's
+/// [`Service`](tower_service::Service): an [`http_body::Body`] of [`Bytes`] whose errors are
+/// [`H2Error`]s.
 ///
 /// - **Flow control is handled**: each data frame's bytes are given back to the backend's
 ///   flow-control window as the frame is taken, so a body of any size streams through at

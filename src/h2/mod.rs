@@ -58,6 +58,8 @@
 //!   [`H2Pool::send`] list every change), streams the request body with flow control in a
 //!   task of its own, and the [`Body`] gives flow-control capacity back as it is read. Every
 //!   error, before or after the response head, is an [`H2Error`].
+//! - The pool is a [`tower_service::Service`] for the same requests: the [`Backend`]
+//!   request extension picks the backend, else round robin.
 //! - [`H2Pool::request`] sends a whole [`Bytes`](bytes::Bytes) body and collects the whole
 //!   response.
 //! - The low-level path, for callers that drive h2 themselves: [`H2Pool::send_request`]
@@ -183,6 +185,7 @@ mod lease;
 mod normalize;
 mod pool;
 mod send;
+mod service;
 mod sweep;
 
 pub use body::Body;
@@ -195,3 +198,4 @@ pub use conn::{RecvStream, ResponseFuture};
 pub use error::H2Error;
 pub use lease::H2Lease;
 pub use pool::H2Pool;
+pub use service::{Backend, ServiceFuture};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,8 @@ struct Inner {
     limits: Limits,
     /// Where upload tasks run (the runtime the pool was built in).
     runtime: tokio::runtime::Handle,
+    /// The next backend for a request sent through the `Service` without a `Backend`.
+    next_backend: AtomicUsize,
     /// Dropped with the pool, which stops the sweeper at once.
     _stop_sweeper: oneshot::Sender<()>,
 }
@@ -76,6 +79,7 @@ impl H2Pool {
             },
             limits,
             runtime,
+            next_backend: AtomicUsize::new(0),
             _stop_sweeper: stop_tx,
         });
         Ok(H2Pool { inner })
@@ -87,6 +91,12 @@ impl H2Pool {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.inner.runtime.spawn(task);
+    }
+
+    /// Round robin over the backends.
+    pub(super) fn next_backend(&self) -> usize {
+        // Relaxed: any spread will do; the counter orders nothing else.
+        self.inner.next_backend.fetch_add(1, Ordering::Relaxed) % self.inner.addrs.len()
     }
 
     /// The slots of `backend` and its address.
