@@ -127,9 +127,10 @@
 //! surplus connections still reach the idle timeout.
 //!
 //! A stream counts from the moment it is opened until its [`ResponseFuture`] (or, once the
-//! response head has arrived, its [`RecvStream`]) is dropped. The request body's
-//! `h2::SendStream` does not count: a stream whose response was dropped while its request
-//! body is still being sent no longer counts.
+//! response head has arrived, its [`RecvStream`]) is dropped; through [`H2Pool::send`],
+//! until its [`Body`] has ended or is dropped. The request body's `h2::SendStream` (or
+//! `send`'s upload task) does not count: a stream whose response has ended or was dropped
+//! while its request body is still being sent no longer counts.
 //!
 //! **Measured effect.** With a backend that takes any time at all, holding the token for the
 //! whole request (`max_streams_per_connection(1)`) caps the requests in flight at the number
