@@ -236,9 +236,10 @@ async fn response_body_dropped_half_way_frees_its_stream() {
 async fn server_answering_before_reading_the_body_does_not_stall_the_response() {
     let server = TestServer::start(Config::default()).await;
     let pool = H2Pool::builder([server.addr()]).build().unwrap();
-    // A body that never ends on its own.
+    // A body that never ends on its own: one chunk, then nothing.
     let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
     tx.send_data(Bytes::from_static(b"first")).await.unwrap();
+    let (body, dropped) = Tracked::new(body);
     let request = http::Request::post("http://test/early").body(body).unwrap();
     let response = within(10, "early answer", pool.send(0, request))
         .await
@@ -249,10 +250,8 @@ async fn server_answering_before_reading_the_body_does_not_stall_the_response() 
         .to_bytes();
     assert_eq!(text, "early");
     // The backend dropped the request body (RST_STREAM): the upload ends and drops the body.
-    within(10, "upload ends", async {
-        while tx.send_data(Bytes::from_static(b"more")).await.is_ok() {}
-    })
-    .await;
+    within(10, "upload ends", dropped).await;
+    drop(tx);
     assert_settled(&pool);
 }
 
@@ -337,7 +336,48 @@ async fn service_under_tower_timeout_and_concurrency_limit() {
     assert_settled(&slow_pool);
 }
 
-/// Drops a `send` future after it was polled `polls` times (or when it completes first).
+/// A request body that says when it is dropped (when the upload has ended).
+struct Tracked<B> {
+    inner: B,
+    /// Dropped with the body, which resolves the receiver.
+    _dropped: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<B> Tracked<B> {
+    fn new(inner: B) -> (Self, impl std::future::Future<Output = ()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Tracked {
+            inner,
+            _dropped: tx,
+        };
+        (body, async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Drops a `send` future after it was polled `polls` times, 1 ms apart (or when it completes
+/// first; returns whether it did).
 async fn send_and_cancel_after<B>(pool: &H2Pool, request: http::Request<B>, polls: usize) -> bool
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -351,7 +391,7 @@ where
         if ready {
             return true;
         }
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     false
 }
@@ -361,11 +401,49 @@ use std::future::Future as _;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_send_at_each_await_point_leaks_nothing() {
     // The backend holds every response head, so a send future is pending first while
-    // connecting, then while waiting for the head; the upload is running all along.
+    // connecting (TCP, handshake, PING), then while waiting for the head with its upload
+    // running. Each round uses a new pool, so that each connects again, and cancels one poll
+    // later than the round before, until three rounds were cancelled after the backend had
+    // the stream.
     let server = TestServer::start(Config {
         hold: Hold::BeforeHead,
         hold_prefix: "/hold",
         ..Config::default()
+    })
+    .await;
+    within(60, "cancellations", async {
+        let (mut before_stream, mut after_stream) = (0, 0);
+        let mut polls = 1;
+        while after_stream < 3 {
+            assert!(polls < 500, "the request never reached the backend");
+            let pool = H2Pool::builder([server.addr()]).build().unwrap();
+            let seen = Counters::get(&server.counters.requests);
+            // A body that never ends (nothing is ever sent on `_tx`).
+            let (_tx, body) = Channel::<Bytes, Infallible>::new(1);
+            let (body, dropped) = Tracked::new(body);
+            let request = http::Request::post("http://test/hold/c")
+                .body(body)
+                .unwrap();
+            let done = send_and_cancel_after(&pool, request, polls).await;
+            assert!(!done, "the head is held");
+            // The upload (if it started) ends, and drops the request body.
+            within(10, "the request body is dropped", dropped).await;
+            assert_settled(&pool);
+            if Counters::get(&server.counters.requests) > seen {
+                after_stream += 1;
+            } else {
+                before_stream += 1;
+            }
+            polls += 1;
+        }
+        assert!(
+            before_stream >= 1,
+            "some rounds were cancelled while connecting"
+        );
+        server
+            .counters
+            .wait_until(|c| Counters::get(&c.active) == 0)
+            .await;
     })
     .await;
     let pool = H2Pool::builder([server.addr()])
@@ -374,18 +452,7 @@ async fn cancelling_send_at_each_await_point_leaks_nothing() {
         .acquire_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    within(30, "cancellations", async {
-        for polls in 0..40 {
-            let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
-            let request = http::Request::post("http://test/hold/c")
-                .body(body)
-                .unwrap();
-            let done = send_and_cancel_after(&pool, request, polls).await;
-            assert!(!done, "the head is held");
-            // The upload (if it started) ends, and drops the request body.
-            while tx.send_data(Bytes::from_static(b"x")).await.is_ok() {}
-            assert_settled(&pool);
-        }
+    within(30, "cancellations while waiting for room", async {
         // Waiting for room: the only stream is taken by a held request.
         let p = pool.clone();
         let blocker = tokio::spawn(async move { p.send(0, empty_get("/hold/blocker")).await });
@@ -413,6 +480,74 @@ async fn cancelling_send_at_each_await_point_leaks_nothing() {
         .counters
         .wait_until(|c| Counters::get(&c.active) == 0)
         .await;
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_the_upload_waits_for_flow_control_resets_the_stream() {
+    // `/stall` reads nothing: the upload fills the backend's 64 KiB stream window and then
+    // waits for capacity that never comes.
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
+    let producer = tokio::spawn(async move {
+        let mut sent = 0;
+        while tx
+            .send_data(Bytes::from(vec![7u8; 16 * 1024]))
+            .await
+            .is_ok()
+        {
+            sent += 16 * 1024;
+        }
+        sent // the upload dropped the body
+    });
+    let request = http::Request::post("http://test/stall").body(body).unwrap();
+    let send = pool.send(0, request);
+    // Pending for good: the backend never answers.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), send)
+            .await
+            .is_err(),
+        "no answer from /stall"
+    );
+    let sent = within(10, "the upload ends", producer).await.unwrap();
+    assert!(
+        sent < MIB,
+        "flow control held the upload back: {sent} bytes taken"
+    );
+    within(10, "the backend sees the reset", async {
+        server
+            .counters
+            .wait_until(|c| Counters::get(&c.resets_seen) == 1)
+            .await
+    })
+    .await;
+    assert_settled(&pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reset_inside_the_response_body_is_an_h2error_not_retryable() {
+    let server = TestServer::start(Config::default()).await;
+    let pool = H2Pool::builder([server.addr()]).build().unwrap();
+    let response = within(10, "head", pool.send(0, empty_get("/reset-mid")))
+        .await
+        .expect("the head arrives");
+    // The reset comes once the head is in hand.
+    server.open_gate();
+    let e = within(10, "body", response.into_body().collect())
+        .await
+        .expect_err("the body is cut");
+    assert!(
+        matches!(&e, H2Error::Protocol(h) if h.reason() == Some(h2::Reason::INTERNAL_ERROR)),
+        "{e:?}"
+    );
+    assert!(!e.is_retryable(), "the backend may have processed it");
+    // The connection still serves.
+    let response = pool.send(0, empty_get("/ok")).await.unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "/ok"
+    );
     assert_settled(&pool);
 }
 

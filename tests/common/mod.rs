@@ -77,6 +77,8 @@ pub struct Counters {
     pub max_active: AtomicUsize,
     /// GOAWAYs started.
     pub goaways: AtomicUsize,
+    /// `/stall` requests that the client reset.
+    pub resets_seen: AtomicUsize,
     changed: Notify,
 }
 
@@ -290,7 +292,7 @@ async fn handle(
     mut respond: h2::server::SendResponse<Bytes>,
     config: Arc<Config>,
     mut gate: watch::Receiver<bool>,
-    _active: Active,
+    active: Active,
 ) {
     let (head, mut body) = request.into_parts();
     let path = head.uri.path();
@@ -299,6 +301,23 @@ async fn handle(
     if let Some(n) = path.strip_prefix("/big/") {
         let n: usize = n.parse().expect("/big/{bytes}");
         return send_big(respond, n);
+    }
+    if path.starts_with("/stall") {
+        // Reads nothing and answers nothing: waits until the client resets the stream.
+        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+        drop(body);
+        active.counters.bump(&active.counters.resets_seen);
+        return;
+    }
+    if path.starts_with("/reset-mid") {
+        // The head and one frame, then (once the gate opens) RST_STREAM(INTERNAL_ERROR).
+        if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+            let _ = send.send_data(Bytes::from_static(b"partial"), false);
+            if gate.wait_for(|open| *open).await.is_ok() {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+        return;
     }
     if path.starts_with("/early") {
         // Answers without reading the request body (dropped unread).
