@@ -95,17 +95,40 @@ impl Shared {
     }
 }
 
-/// Keeps one stream counted against its connection; dropping it ends the count and, if the
-/// connection was full, hands its slot back to the pool.
+/// Keeps one stream counted against its connection, from the moment it is counted until the
+/// stream ends or is given up unopened; dropping it ends the count and, if the connection
+/// was full (its token parked), hands its slot back to the pool.
+///
+/// While the counter also holds the slot's token (between `claim` and the release after
+/// opening), nothing is parked, so an unopened ticket's drop only uncounts.
+#[must_use = "dropping the ticket uncounts the stream at once"]
 pub(crate) struct StreamTicket {
     shared: Arc<Shared>,
 }
 
 impl StreamTicket {
-    /// Counts a stream that the caller (holding the slot's token) has just counted in
-    /// `in_flight`.
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        StreamTicket { shared }
+    /// Counts one more stream in `s` (the locked `streams` of `shared`) and returns its ticket.
+    pub(crate) fn count(shared: &Arc<Shared>, s: &mut Streams, now: Instant) -> Self {
+        s.in_flight += 1;
+        s.last_used = now;
+        StreamTicket {
+            shared: Arc::clone(shared),
+        }
+    }
+
+    /// Counts one more stream if the connection has room under its last known limit; else
+    /// returns that limit. For a caller that holds the slot's token (a lease).
+    pub(crate) fn count_if_room(shared: &Arc<Shared>) -> Result<Self, usize> {
+        let mut s = shared.streams();
+        if s.in_flight >= s.limit {
+            return Err(s.limit);
+        }
+        Ok(StreamTicket::count(shared, &mut s, Instant::now()))
+    }
+
+    /// The connection this stream is counted on.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 }
 

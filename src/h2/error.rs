@@ -73,6 +73,13 @@ pub enum H2Error {
     /// An HTTP/2 error that is not the loss of the connection: the stream was reset by the
     /// peer, the request was malformed, a frame was invalid, …
     Protocol(::h2::Error),
+    /// [`H2Pool::send`](super::H2Pool::send): the request could not be made into an HTTP/2
+    /// request (for example an origin-form request whose `Host` is not a valid authority).
+    /// Nothing was sent.
+    InvalidRequest(String),
+    /// [`H2Pool::send`](super::H2Pool::send): the request body failed while it was being
+    /// sent; the stream was reset. The backend may have processed part of the request.
+    RequestBody(Box<dyn std::error::Error + Send + Sync>),
     /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
     /// connection drivers on the runtime it is built in).
     NoRuntime,
@@ -115,9 +122,11 @@ impl H2Error {
                 source.reason() == Some(::h2::Reason::REFUSED_STREAM)
                     || (source.is_go_away() && source.is_remote())
             }
-            H2Error::UnknownBackend { .. } | H2Error::NoRuntime | H2Error::InvalidConfig(_) => {
-                false
-            }
+            H2Error::UnknownBackend { .. }
+            | H2Error::InvalidRequest(_)
+            | H2Error::RequestBody(_)
+            | H2Error::NoRuntime
+            | H2Error::InvalidConfig(_) => false,
         }
     }
 }
@@ -150,6 +159,8 @@ impl fmt::Display for H2Error {
                 "the connection to {addr} already carries its limit of {limit} streams"
             ),
             H2Error::Protocol(source) => write!(f, "HTTP/2 error: {source}"),
+            H2Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),
+            H2Error::RequestBody(e) => write!(f, "the request body failed: {e}"),
             H2Error::NoRuntime => {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")
             }
@@ -165,6 +176,7 @@ impl std::error::Error for H2Error {
             H2Error::Handshake { source, .. }
             | H2Error::ConnectionLost { source, .. }
             | H2Error::Protocol(source) => Some(source),
+            H2Error::RequestBody(e) => Some(&**e),
             _ => None,
         }
     }

@@ -77,6 +77,8 @@ pub struct Counters {
     pub max_active: AtomicUsize,
     /// GOAWAYs started.
     pub goaways: AtomicUsize,
+    /// `/stall` requests that the client reset.
+    pub resets_seen: AtomicUsize,
     changed: Notify,
 }
 
@@ -290,15 +292,50 @@ async fn handle(
     mut respond: h2::server::SendResponse<Bytes>,
     config: Arc<Config>,
     mut gate: watch::Receiver<bool>,
-    _active: Active,
+    active: Active,
 ) {
     let (head, mut body) = request.into_parts();
+    let path = head.uri.path();
+    // END_STREAM came with the request headers.
+    let end_with_headers = body.is_end_stream();
+    if let Some(n) = path.strip_prefix("/big/") {
+        let n: usize = n.parse().expect("/big/{bytes}");
+        return send_big(respond, n);
+    }
+    if path.starts_with("/stall") {
+        // Reads nothing and answers nothing: waits until the client resets the stream.
+        let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+        drop(body);
+        active.counters.bump(&active.counters.resets_seen);
+        return;
+    }
+    if path.starts_with("/reset-mid") {
+        // The head and one frame, then (once the gate opens) RST_STREAM(INTERNAL_ERROR).
+        if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+            let _ = send.send_data(Bytes::from_static(b"partial"), false);
+            if gate.wait_for(|open| *open).await.is_ok() {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+        return;
+    }
+    if path.starts_with("/early") {
+        // Answers without reading the request body (dropped unread).
+        drop(body);
+        if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+            let _ = send.send_data(Bytes::from_static(b"early"), true);
+        }
+        return;
+    }
     let mut data = BytesMut::new();
     while let Some(chunk) = body.data().await {
         let Ok(chunk) = chunk else { return };
         let _ = body.flow_control().release_capacity(chunk.len());
         data.extend_from_slice(&chunk);
     }
+    let Ok(trailers) = body.trailers().await else {
+        return;
+    };
     if !config.delay.is_zero() {
         tokio::time::sleep(config.delay).await;
     }
@@ -312,12 +349,61 @@ async fn handle(
     if held && config.hold == Hold::AfterHead && gate.wait_for(|open| *open).await.is_err() {
         return;
     }
-    let payload = if data.is_empty() {
+    let payload = if head.uri.path().starts_with("/headers") {
+        describe(&head, end_with_headers)
+    } else if data.is_empty() {
         Bytes::copy_from_slice(head.uri.path().as_bytes())
     } else {
         data.freeze()
     };
-    let _ = send.send_data(payload, true);
+    // Request trailers come back as response trailers.
+    match trailers {
+        Some(trailers) => {
+            let _ = send.send_data(payload, false);
+            let _ = send.send_trailers(trailers);
+        }
+        None => {
+            let _ = send.send_data(payload, true);
+        }
+    }
+}
+
+/// `/headers`: the request as the backend saw it, one line each: `uri {uri}`,
+/// `end-stream-with-headers {bool}`, then `{name}: {value}` per header.
+fn describe(head: &http::request::Parts, end_with_headers: bool) -> Bytes {
+    let mut out = format!(
+        "uri {}\nend-stream-with-headers {end_with_headers}\n",
+        head.uri
+    );
+    for (name, value) in &head.headers {
+        out.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+    }
+    Bytes::from(out)
+}
+
+/// The byte at offset `i` of a `/big/{n}` response.
+pub fn big_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// `/big/{n}`: `n` bytes of [`big_byte`], with `Content-Length`, in 1 MiB frames (h2 sends
+/// them as the client's flow-control window allows).
+fn send_big(mut respond: h2::server::SendResponse<Bytes>, n: usize) {
+    let response = http::Response::builder()
+        .header(http::header::CONTENT_LENGTH, n)
+        .body(())
+        .unwrap();
+    let Ok(mut send) = respond.send_response(response, n == 0) else {
+        return;
+    };
+    let all: Vec<u8> = (0..n).map(big_byte).collect();
+    let mut all = Bytes::from(all);
+    while !all.is_empty() {
+        let chunk = all.split_to(all.len().min(1 << 20));
+        if send.send_data(chunk, all.is_empty()).is_err() {
+            return;
+        }
+    }
 }
 
 /// `GET http://test/{path}` with an empty body.

@@ -1,0 +1,301 @@
+//! Stream admission: finding a connection of one backend with room for one more stream,
+//! counting the stream on it, and giving the connection's slot back (released, or parked
+//! while the connection is full). See "How a request finds a connection" and "Multiplexing"
+//! in the [module docs](super).
+//!
+//! The unit of admission is a [`Claim`]: a stream counted against its connection while the
+//! connection's slot is held. It is either opened ([`Claim::open`]: the count moves into the
+//! stream's [`StreamTicket`]), turned into a lease ([`Claim::into_held`]), or dropped, which
+//! undoes it on every path (a lost balance, a failed send, a cancelled caller).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
+use super::connect::Connector;
+use super::{H2Error, ResponseFuture};
+use crate::{Checkout, Pool, Reservation, Token};
+
+/// A request that finds its connection already carrying this many streams (or more) looks at
+/// one more available connection and opens its stream on whichever of the two carries fewer;
+/// see "Spreading the load" in the module docs.
+const BALANCE_FROM: usize = 16;
+
+/// How streams are admitted to the connections of each backend.
+pub(super) struct Admission {
+    /// The cap on streams per connection (`max_streams_per_connection`).
+    pub(super) max_streams: usize,
+    /// A connection older than this takes no new streams.
+    pub(super) max_lifetime: Duration,
+    /// How long a request waits when every slot is busy.
+    pub(super) acquire_timeout: Duration,
+    /// Opens a connection into an empty slot.
+    pub(super) connector: Connector,
+}
+
+/// One stream counted against its connection, with the connection's slot held: the right to
+/// open exactly one stream there, now. Dropped unopened, it uncounts the stream and gives the
+/// slot back (parked if the connection is full, released otherwise); nothing else undoes it.
+///
+/// Holds a raw token: never keep one across an await point (a cancelled future would drop it
+/// at an arbitrary time, but it would still be given back correctly).
+#[must_use = "a claim holds a connection slot until opened or dropped"]
+pub(super) struct Claim<'p> {
+    pool: &'p Pool<Conn>,
+    /// `Some` until `into_held` or drop.
+    token: Option<Token>,
+    /// The counted stream; `Some` until opened or turned into a lease.
+    ticket: Option<StreamTicket>,
+    shared: Arc<Shared>,
+    /// Streams the connection carried before this one was counted.
+    before: usize,
+    /// False once a send found the connection broken: the slot is then released unkept.
+    usable: bool,
+}
+
+impl Claim<'_> {
+    /// Opens the claimed stream (sends the request head) and gives the slot back: released
+    /// with `keep`, or parked if this stream filled the connection. No await point.
+    ///
+    /// # Errors
+    /// As [`send_on`].
+    pub(super) fn open(
+        mut self,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        let (Some(token), Some(ticket)) = (self.token.as_mut(), self.ticket.take()) else {
+            unreachable!("an unopened claim holds its token and its ticket")
+        };
+        let Some(conn) = self.pool.get_mut(token) else {
+            unreachable!("a claimed token is live until released")
+        };
+        let sent = send_on(conn, ticket, request, end_of_stream);
+        if let Err((_, false)) = &sent {
+            self.usable = false;
+        }
+        sent.map_err(|(e, _)| e)
+        // `self` drops here and gives the slot back.
+    }
+
+    /// Gives up the counted stream but keeps the slot: for a lease, which counts its streams
+    /// itself.
+    pub(super) fn into_held(mut self) -> (Token, Arc<Shared>) {
+        self.ticket = None;
+        let Some(token) = self.token.take() else {
+            unreachable!("an unopened claim holds its token")
+        };
+        (token, Arc::clone(&self.shared))
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // Uncount first, so that `give_back` sees the connection's true load.
+        self.ticket = None;
+        if let Some(token) = self.token.take() {
+            give_back(self.pool, token, &self.shared, self.usable);
+        }
+    }
+}
+
+impl Admission {
+    /// A connection of the backend served by `pool` with room for one more stream, with
+    /// that stream counted: reuse, else reserve and connect, else wait up to the acquire
+    /// timeout.
+    pub(super) async fn checkout<'p>(
+        &self,
+        pool: &'p Arc<Pool<Conn>>,
+        addr: SocketAddr,
+    ) -> Result<Claim<'p>, H2Error> {
+        // Fast path, no timer. Each failed `claim` parks or closes the connection it looked
+        // at, so the loop soon runs out of available connections (it goes on only while
+        // streams ending elsewhere keep handing connections back, and then `claim` succeeds).
+        while let Some(checkout) = pool.try_checkout() {
+            match checkout {
+                // No await point until the claim is opened or dropped.
+                Checkout::Acquired(lease) => {
+                    if let Some(claim) = self.claim(pool, lease.into_token()) {
+                        return Ok(self.balance(pool, claim));
+                    }
+                }
+                Checkout::Vacant(reservation) => {
+                    return self.connect_and_claim(pool, addr, reservation).await;
+                }
+            }
+        }
+        // Every slot is in use (full connections, or ones being opened): wait for one.
+        let timeout = self.acquire_timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let wait = pool.acquire_wait();
+            let checkout = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, wait).await.map_err(|_| {
+                    H2Error::AcquireTimeout {
+                        backend: pool.backend(),
+                        timeout,
+                    }
+                })?,
+                None => wait.await,
+            };
+            match checkout {
+                Checkout::Acquired(lease) => {
+                    if let Some(claim) = self.claim(pool, lease.into_token()) {
+                        return Ok(claim);
+                    }
+                }
+                Checkout::Vacant(reservation) => {
+                    return self.connect_and_claim(pool, addr, reservation).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_and_claim<'p>(
+        &self,
+        pool: &'p Arc<Pool<Conn>>,
+        addr: SocketAddr,
+        reservation: Reservation<'_, Conn>,
+    ) -> Result<Claim<'p>, H2Error> {
+        let token = self.connector.connect(pool, addr, reservation).await?;
+        // A new connection has room (its limit is at least 1). Were it already dead, sending
+        // on it reports the real error.
+        let Some(conn) = pool.get(&token) else {
+            unreachable!("a token from `fill` is live until released")
+        };
+        let shared = Arc::clone(&conn.shared);
+        let ticket = {
+            let mut s = shared.streams();
+            s.limit = self.stream_limit(&conn.send);
+            StreamTicket::count(&shared, &mut s, Instant::now())
+        };
+        Ok(Claim {
+            pool,
+            token: Some(token),
+            ticket: Some(ticket),
+            shared,
+            before: 0,
+            usable: true,
+        })
+    }
+
+    /// Checks an acquired connection and claims a stream on it. On `None` the token was
+    /// dealt with: closed (dead, over age, GOAWAY received) or parked (full).
+    fn claim<'p>(&self, pool: &'p Pool<Conn>, mut token: Token) -> Option<Claim<'p>> {
+        let now = Instant::now();
+        let Some(conn) = pool.get_mut(&mut token) else {
+            unreachable!("a token from `acquire` is live until released")
+        };
+        let healthy = conn.shared.is_alive()
+            && now.saturating_duration_since(conn.shared.created) < self.max_lifetime
+            && accepts_streams(&mut conn.send);
+        if !healthy {
+            let _ = pool.release(token, false);
+            return None;
+        }
+        let limit = self.stream_limit(&conn.send);
+        let shared = Arc::clone(&conn.shared);
+        let mut s = shared.streams();
+        s.limit = limit;
+        if s.in_flight >= limit {
+            // Full (the backend lowered its limit, or a stream ended and then the limit
+            // shrank): park until a stream ends. `in_flight >= 1`, so one will.
+            if shared.is_alive() {
+                s.parked = Some(token);
+            } else {
+                drop(s);
+                let _ = pool.release(token, false);
+            }
+            return None;
+        }
+        let before = s.in_flight;
+        let ticket = StreamTicket::count(&shared, &mut s, now);
+        drop(s);
+        Some(Claim {
+            pool,
+            token: Some(token),
+            ticket: Some(ticket),
+            shared,
+            before,
+            usable: true,
+        })
+    }
+
+    /// Spreading the load: `claim`'s connection carried `before` streams when it was claimed.
+    /// If that is [`BALANCE_FROM`] or more, takes one more *available* connection (never
+    /// opens one, never waits) and keeps whichever of the two carried fewer streams; the
+    /// other claim is dropped, which undoes it. No await point.
+    fn balance<'p>(&self, pool: &'p Pool<Conn>, claim: Claim<'p>) -> Claim<'p> {
+        if claim.before < BALANCE_FROM {
+            return claim;
+        }
+        let Some(other) = pool.acquire() else {
+            return claim;
+        };
+        // A first look at the count alone: if the other connection is no less loaded, it goes
+        // back untouched (unexamined: the next request to take it checks its health).
+        let Some(other_conn) = pool.get(&other) else {
+            unreachable!("a token from `acquire` is live until released")
+        };
+        if other_conn.shared.streams().in_flight >= claim.before {
+            let _ = pool.release(other, true);
+            return claim;
+        }
+        match self.claim(pool, other) {
+            Some(other) if other.before < claim.before => other,
+            _ => claim,
+        }
+    }
+
+    /// How many streams the pool opens on a connection at once: the backend's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (known since the PING in `connect`), capped by
+    /// `max_streams_per_connection`, and at least 1 (a backend that allows 0 streams would
+    /// otherwise park its slot for good; h2 queues the stream instead).
+    fn stream_limit(&self, send: &::h2::client::SendRequest<Bytes>) -> usize {
+        send.current_max_send_streams().min(self.max_streams).max(1)
+    }
+}
+
+/// Sends the request head on the stream counted by `ticket`, on a connection whose slot the
+/// caller holds. On failure the ticket is dropped (the stream uncounted), and the flag says
+/// whether the connection is still usable.
+///
+/// # Errors
+/// [`H2Error::ConnectionLost`] (flag `false`) if the connection failed or received GOAWAY:
+/// the request was not sent; [`H2Error::Protocol`] (flag `true`) if h2 rejected the request.
+pub(super) fn send_on(
+    conn: &mut Conn,
+    ticket: StreamTicket,
+    request: http::Request<()>,
+    end_of_stream: bool,
+) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), (H2Error, bool)> {
+    // A clone, so that h2 never records a pending-open stream on the pooled handle.
+    let sent = conn.send.clone().send_request(request, end_of_stream);
+    let addr = ticket.shared().addr;
+    match sent {
+        Ok((response, body)) => Ok((ResponseFuture::new(response, ticket, addr), body)),
+        Err(e) => {
+            drop(ticket);
+            if accepts_streams(&mut conn.send) {
+                Err((H2Error::Protocol(e), true))
+            } else {
+                Err((H2Error::ConnectionLost { addr, source: e }, false))
+            }
+        }
+    }
+}
+
+/// Gives a held slot back: parked if its connection is full (a stream's end releases it),
+/// otherwise released, with `keep` unless the connection is dead or broken.
+pub(super) fn give_back(pool: &Pool<Conn>, token: Token, shared: &Shared, usable: bool) {
+    let mut s = shared.streams();
+    if usable && s.in_flight >= s.limit && shared.is_alive() {
+        s.parked = Some(token);
+    } else {
+        drop(s);
+        let _ = pool.release(token, usable && shared.is_alive());
+    }
+}

@@ -1,0 +1,186 @@
+//! [`Body`]: the response body of [`H2Pool::send`](super::H2Pool::send), as an
+//! [`http_body::Body`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use super::send::Upload;
+use super::{H2Error, RecvStream};
+
+/// The body of a response from [`H2Pool::send`](super::H2Pool::send) or the pool's
+/// [`Service`](tower_service::Service): an [`http_body::Body`] of [`Bytes`] whose errors are
+/// [`H2Error`]s.
+///
+/// - **Flow control is handled**: each data frame's bytes are given back to the backend's
+///   flow-control window as the frame is taken, so a body of any size streams through at
+///   the pace the reader takes it; the reader never calls `release_capacity`.
+/// - **Trailers** come as the last frame, when the backend sends them.
+/// - [`is_end_stream`](http_body::Body::is_end_stream) is true once nothing more will come
+///   (END_STREAM received and every frame taken); [`size_hint`](http_body::Body::size_hint)
+///   is exact when the response has a `Content-Length` (h2 rejects a body that does not
+///   match it) and after the end, and unknown otherwise.
+/// - **The stream counts against its connection** until the body has ended (or failed) or
+///   is dropped. Dropping it before the end resets the stream (`RST_STREAM` with `CANCEL`)
+///   and stops the request body's upload, if one is still running.
+///
+/// ```
+/// # use bytes::Bytes;
+/// # use tokenpool::h2::H2Pool;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(async move {
+/// #     while let Ok((tcp, _)) = listener.accept().await {
+/// #         tokio::spawn(async move {
+/// #             let mut conn = h2::server::handshake(tcp).await?;
+/// #             while let Some((_req, mut respond)) = conn.accept().await.transpose()? {
+/// #                 let mut body = respond.send_response(http::Response::new(()), false)?;
+/// #                 body.send_data(Bytes::from_static(b"hello"), true)?;
+/// #             }
+/// #             Ok::<_, h2::Error>(())
+/// #         });
+/// #     }
+/// # });
+/// use http_body_util::BodyExt;
+///
+/// let pool = H2Pool::builder([addr]).build()?;
+/// let response = pool.send(0, http::Request::get("/").body(http_body_util::Empty::new())?).await?;
+/// let body = response.into_body().collect().await?.to_bytes();
+/// assert_eq!(body, "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct Body {
+    /// `None` once the body has ended or failed (or for an empty body).
+    stream: Option<Stream>,
+}
+
+struct Stream {
+    recv: RecvStream,
+    /// Every data frame has been taken; trailers (if any) come next.
+    data_done: bool,
+    /// Bytes still to come, from `Content-Length`.
+    remaining: Option<u64>,
+    /// The request body's upload: reset if this body is dropped before its end.
+    upload: Upload,
+    addr: SocketAddr,
+}
+
+impl Body {
+    /// `content_length`: the response's `Content-Length` when it describes this body (not
+    /// for a response to HEAD, nor a 204 or 304).
+    pub(super) fn new(recv: RecvStream, upload: Upload, content_length: Option<u64>) -> Body {
+        let addr = recv.backend_addr();
+        Body {
+            stream: Some(Stream {
+                recv,
+                data_done: false,
+                remaining: content_length,
+                upload,
+                addr,
+            }),
+        }
+    }
+
+    /// An empty body (already ended).
+    pub fn empty() -> Body {
+        Body::default()
+    }
+
+    /// The body has ended: the stream stops counting; the upload, if any, may finish.
+    fn finish(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.upload.finished();
+        }
+    }
+
+    /// The body failed: the stream stops counting and the upload is stopped.
+    fn fail(&mut self, e: ::h2::Error) -> H2Error {
+        match self.stream.take() {
+            Some(stream) => stream.upload.error(stream.addr, e),
+            None => H2Error::Protocol(e),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = H2Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H2Error>>> {
+        let this = self.get_mut();
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !stream.data_done {
+            match ready!(stream.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Taken by the reader: the backend may send this much more. An error
+                    // here means the stream is gone, which the next poll reports.
+                    let _ = stream.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut stream.remaining {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(this.fail(e)))),
+                None => stream.data_done = true,
+            }
+        }
+        match ready!(stream.recv.poll_trailers(cx)) {
+            Ok(trailers) => {
+                this.finish();
+                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+            }
+            Err(e) => Poll::Ready(Some(Err(this.fail(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // h2 says so only when END_STREAM has arrived and no data or trailers are left.
+        self.stream.as_ref().is_none_or(|s| s.recv.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.stream {
+            None => SizeHint::with_exact(0),
+            Some(Stream {
+                remaining: Some(n), ..
+            }) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // Dropped with nothing left to read: the response has ended, so an upload still
+        // running may finish. Otherwise `Upload`'s own drop stops it.
+        if self.stream.as_ref().is_some_and(|s| s.recv.is_end_stream()) {
+            self.finish();
+        }
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Body");
+        match &self.stream {
+            Some(s) => d
+                .field("stream_id", &s.recv.stream_id())
+                .field("backend_addr", &s.addr)
+                .field("data_done", &s.data_done)
+                .finish(),
+            None => d.field("ended", &true).finish(),
+        }
+    }
+}

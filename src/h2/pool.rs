@@ -1,0 +1,286 @@
+//! [`H2Pool`]: the pool's handle, its settings in use, and its public operations.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use super::admission::Admission;
+use super::conn::Conn;
+use super::connect::Connector;
+use super::sweep::{self, Limits};
+use super::{H2Error, H2Lease, H2PoolBuilder, ResponseFuture};
+use crate::{ConnectionPool, Pool, Stats};
+
+/// A pool of HTTP/2 (h2c) connections to a fixed list of backends, addressed by index.
+///
+/// Cheap to clone (an `Arc` inside); `Send + Sync + 'static`. See the [module docs](crate::h2)
+/// for how requests share connections.
+#[derive(Clone)]
+pub struct H2Pool {
+    inner: Arc<Inner>,
+}
+
+/// The pool proper, shared by every clone of [`H2Pool`].
+struct Inner {
+    /// The sweeper holds a `Weak` to it.
+    pools: Arc<ConnectionPool<Conn>>,
+    addrs: Box<[SocketAddr]>,
+    admission: Admission,
+    limits: Limits,
+    /// Where upload tasks run (the runtime the pool was built in).
+    runtime: tokio::runtime::Handle,
+    /// The next backend for a request sent through the `Service` without a `Backend`.
+    next_backend: AtomicUsize,
+    /// Dropped with the pool, which stops the sweeper at once.
+    _stop_sweeper: oneshot::Sender<()>,
+}
+
+impl H2Pool {
+    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address).
+    pub fn builder(backends: impl IntoIterator<Item = SocketAddr>) -> H2PoolBuilder {
+        H2PoolBuilder::new(backends)
+    }
+
+    pub(super) fn from_builder(
+        b: H2PoolBuilder,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<H2Pool, H2Error> {
+        let pools = Arc::new(ConnectionPool::new(b.backends.len(), b.max_connections)?);
+        let mut h2_builder = ::h2::client::Builder::new();
+        h2_builder
+            .initial_window_size(b.stream_window)
+            .initial_connection_window_size(b.connection_window)
+            // Until the backend's SETTINGS arrive, h2 would allow unlimited streams.
+            .initial_max_send_streams(b.max_streams);
+        let limits = Limits {
+            idle_timeout: b.idle_timeout,
+            max_lifetime: b.max_lifetime,
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        runtime.spawn(sweep::sweep(Arc::downgrade(&pools), limits, stop_rx));
+        let inner = Arc::new(Inner {
+            pools,
+            addrs: b.backends.into_boxed_slice(),
+            admission: Admission {
+                max_streams: b.max_streams,
+                max_lifetime: b.max_lifetime,
+                acquire_timeout: b.acquire_timeout,
+                connector: Connector {
+                    h2_builder,
+                    connect_timeout: b.connect_timeout,
+                    max_streams: b.max_streams,
+                    runtime: runtime.clone(),
+                },
+            },
+            limits,
+            runtime,
+            next_backend: AtomicUsize::new(0),
+            _stop_sweeper: stop_tx,
+        });
+        Ok(H2Pool { inner })
+    }
+
+    /// Runs `task` on the pool's runtime.
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.runtime.spawn(task);
+    }
+
+    /// Round robin over the backends.
+    pub(super) fn next_backend(&self) -> usize {
+        // Relaxed: any spread will do; the counter orders nothing else.
+        self.inner.next_backend.fetch_add(1, Ordering::Relaxed) % self.inner.addrs.len()
+    }
+
+    /// The slots of `backend` and its address.
+    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, SocketAddr), H2Error> {
+        let pool = self.inner.pools.backend(backend)?;
+        Ok((pool, self.inner.addrs[backend]))
+    }
+
+    /// The low-level path: opens a stream to `backend` on a pooled connection and sends the
+    /// request head as given; the request body and the response body's flow control are the
+    /// caller's. Most callers want [`send`](H2Pool::send).
+    ///
+    /// Reuses a connection with room for another stream; else reserves an empty slot and
+    /// connects; else waits up to the acquire timeout for room. Returns the response future
+    /// and the request body stream: with `end_of_stream = true` the request has no body (drop
+    /// the `SendStream`); otherwise send the body and trailers on it (h2 buffers data sent
+    /// beyond the flow-control window; use `reserve_capacity`/`poll_capacity` to stream large
+    /// bodies without buffering them).
+    ///
+    /// The stream counts against its connection until the [`ResponseFuture`], or the
+    /// [`RecvStream`](super::RecvStream) it resolves to, is dropped. Set the request's URI to
+    /// an absolute one (`http://host/path`): h2 sends its scheme and authority as
+    /// pseudo-headers.
+    ///
+    /// Must be polled within the tokio runtime the pool was built in. Dropping the future at
+    /// any point leaves no slot in use.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`]; [`H2Error::Connect`], [`H2Error::ConnectTimeout`],
+    /// [`H2Error::Handshake`] when a new connection was needed and could not be opened;
+    /// [`H2Error::AcquireTimeout`]; [`H2Error::ConnectionLost`] if the connection failed as
+    /// the stream was being opened (the request was not sent); [`H2Error::Protocol`] if h2
+    /// rejected the request (for example a connection-specific header).
+    pub async fn send_request(
+        &self,
+        backend: usize,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        let (pool, addr) = self.backend_pool(backend)?;
+        let claim = self.inner.admission.checkout(pool, addr).await?;
+        claim.open(request, end_of_stream)
+    }
+
+    /// Sends a whole request and collects the whole response body.
+    ///
+    /// An empty body sends the request head with END_STREAM. Trailers of the response are
+    /// ignored. For large bodies, prefer [`send_request`](H2Pool::send_request) and stream.
+    ///
+    /// # Errors
+    /// As [`send_request`](H2Pool::send_request), plus [`H2Error::ConnectionLost`] if the
+    /// connection died before the response was complete and [`H2Error::Protocol`] if the
+    /// backend reset the stream.
+    pub async fn request(
+        &self,
+        backend: usize,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, H2Error> {
+        let (head, body) = request.into_parts();
+        let end_of_stream = body.is_empty();
+        let (response, mut send) = self
+            .send_request(backend, http::Request::from_parts(head, ()), end_of_stream)
+            .await?;
+        let addr = response.backend_addr();
+        let lost = |e| H2Error::from_h2(addr, e);
+        if !end_of_stream {
+            send.send_data(body, true).map_err(lost)?;
+        }
+        let (head, mut body) = response.await.map_err(lost)?.into_parts();
+        let mut first: Option<Bytes> = None;
+        let mut rest = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(lost)?;
+            // Let the backend send more; an error here means the stream is gone, which the
+            // next `data()` reports.
+            let _ = body.flow_control().release_capacity(chunk.len());
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(f);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let body = if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            rest.freeze()
+        };
+        Ok(http::Response::from_parts(head, body))
+    }
+
+    /// Leases a connection of `backend` with room for at least one more stream, found as
+    /// [`send_request`](H2Pool::send_request) finds one (reuse, else connect, else wait).
+    ///
+    /// # Errors
+    /// As [`send_request`](H2Pool::send_request) before a stream is opened:
+    /// [`H2Error::UnknownBackend`], [`H2Error::Connect`], [`H2Error::ConnectTimeout`],
+    /// [`H2Error::Handshake`], [`H2Error::AcquireTimeout`].
+    pub async fn lease(&self, backend: usize) -> Result<H2Lease, H2Error> {
+        let (pool, addr) = self.backend_pool(backend)?;
+        let claim = self.inner.admission.checkout(pool, addr).await?;
+        // The lease opens its streams itself: it keeps the slot, not the counted stream.
+        let (token, shared) = claim.into_held();
+        Ok(H2Lease::new(Arc::clone(pool), token, shared))
+    }
+
+    /// Number of backends.
+    pub fn backends(&self) -> usize {
+        self.inner.addrs.len()
+    }
+
+    /// The address of `backend`, or `None` for an unknown index.
+    pub fn backend_addr(&self, backend: usize) -> Option<SocketAddr> {
+        self.inner.addrs.get(backend).copied()
+    }
+
+    /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
+    /// ones are full or being opened or connected, `draining` ones close when released.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn stats(&self, backend: usize) -> Result<Stats, H2Error> {
+        Ok(self.inner.pools.backend(backend)?.stats())
+    }
+
+    /// Slot counts summed over all backends.
+    pub fn total_stats(&self) -> Stats {
+        self.inner.pools.total_stats()
+    }
+
+    /// Drains every connection of `backend` (for example when it is taken out of service):
+    /// idle ones close now, full or busy ones when released; their running streams finish.
+    /// New requests open new connections. Returns how many connections it closed or marked.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn drain_backend(&self, backend: usize) -> Result<usize, H2Error> {
+        Ok(self.inner.pools.backend(backend)?.drain_all())
+    }
+
+    /// Closes idle and over-age connections now, as the sweeper does periodically. Returns
+    /// how many it closed.
+    pub fn evict_idle(&self) -> usize {
+        sweep::evict(&self.inner.pools, self.inner.limits, Instant::now())
+    }
+}
+
+impl fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (b, addr) in self.inner.addrs.iter().enumerate() {
+            list.entry(&(addr, self.inner.pools.backend(b).ok().map(|p| p.stats())));
+        }
+        list.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2::RecvStream;
+
+    #[test]
+    fn pool_and_its_futures_can_move_between_tasks() {
+        fn send_sync_static<T: Send + Sync + 'static>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync_static::<H2Pool>();
+        send_sync_static::<H2Error>();
+        send_sync_static::<ResponseFuture>();
+        send_sync_static::<RecvStream>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = rt.block_on(async {
+            H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
+                .build()
+                .unwrap()
+        });
+        send(&pool.send_request(0, http::Request::new(()), true));
+        send(&pool.request(0, http::Request::new(Bytes::new())));
+        send(&pool.lease(0));
+    }
+}
