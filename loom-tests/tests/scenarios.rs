@@ -440,11 +440,14 @@ fn two_adders_one_empty_slot() {
 /// Scenario 7. **Counts never underflow.** The main thread reads `stats()` (of the backend
 /// and `total_stats()`) while one thread acquires and returns the idle connection 0, and
 /// another adds connection 1 and then runs `drain_all` (which marks its own connection and
-/// closes or marks connection 0). Every snapshot stays within `0..=capacity`, sums to the
-/// capacity, and shows what the state machine allows: at most one connection ever idle (only
-/// connection 0 can be returned), at most two occupied slots.
+/// closes or marks connection 0), then reads the counts itself. The counts are derived from
+/// the slot words, so their sum and their bounds hold by construction and are not asserted;
+/// what is asserted can fail: every snapshot shows at most one idle connection (only
+/// connection 0 is ever returned), and the drainer's own snapshot after `drain_all` shows none
+/// (a drained connection is never made available again: the drainer closed it, or the
+/// holder's release will).
 ///
-/// Bound: 5 preemptions (6,358 interleavings, 0.3 s). Unbounded: 3,780 interleavings, 0.2 s.
+/// Bound: 5 preemptions (7,163 interleavings, 0.4 s). Unbounded: 7,101 interleavings, 0.5 s.
 #[test]
 fn counts_never_underflow() {
     check("counts_never_underflow", 5, || {
@@ -471,16 +474,18 @@ fn counts_never_underflow() {
             thread::spawn(move || {
                 let t = backend.add(conn).expect("slot 1 is empty");
                 assert!(pool.drain_all() >= 1, "at least its own connection");
+                let s = backend.stats();
+                assert_eq!(s.available, 0, "a drained connection came back: {s:?}");
+                assert!(
+                    s.in_use + s.draining >= 1,
+                    "its own connection is held: {s:?}"
+                );
                 assert_eq!(pool.release(t, true), Released::Closed);
             })
         };
         for _ in 0..2 {
             for s in [backend.stats(), pool.total_stats()] {
-                assert_eq!(s.total(), 2, "{s:?}");
                 assert_eq!(s.waiters, 0, "nobody waits: {s:?}");
-                for n in [s.empty, s.available, s.in_use, s.draining] {
-                    assert!(n <= 2, "{s:?}");
-                }
                 assert!(s.available <= 1, "{s:?}");
             }
         }
