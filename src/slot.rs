@@ -119,22 +119,18 @@ impl<T> Slot<T> {
         // no other thread reads or writes `conn` until our CAS below publishes `Empty`.
         let conn = self.conn.with_mut(|c| unsafe { (*c).take() });
         let empty = held.with_state(SlotState::Empty);
-        let mut cur = held;
-        loop {
-            // SeqCst on success: Release so the next adder's write of a new connection happens
-            // after our `take`, and sequentially consistent for the wake-up protocol (see
-            // `release_keep`). Relaxed on failure: we retry from the word we saw.
-            match self.cas(cur, empty, Ordering::SeqCst) {
-                Ok(_) => return (conn, empty),
-                // A drainer marked the slot while we held it: close from `Draining(g)`.
-                Err(seen) if seen != cur && seen.is_held_by(held) => cur = seen,
-                Err(seen) => {
-                    // Only the holder moves a held slot out of InUse/Draining, and we are it.
-                    debug_assert!(false, "held slot changed under its holder: {seen:?}");
-                    return (conn, empty);
-                }
-            }
+        // SeqCst on success: Release so the next adder's write of a new connection happens
+        // after our `take`, and sequentially consistent for the wake-up protocol (see
+        // `release_keep`). Relaxed on failure: we only retry from the one other word possible.
+        if self.cas(held, empty, Ordering::SeqCst).is_err() {
+            // Only the holder moves a held slot out of InUse/Draining, and we are it; the one
+            // move anyone else makes is a drainer's `InUse(g)` → `Draining(g)`, after which the
+            // word cannot change again until we empty it.
+            let draining = held.with_state(SlotState::Draining);
+            let closed = self.cas(draining, empty, Ordering::SeqCst);
+            debug_assert!(closed.is_ok(), "held slot changed under its holder: {closed:?}");
         }
+        (conn, empty)
     }
 
     /// Shared access to the connection cell (`None` in a reserved slot not yet filled).

@@ -700,3 +700,32 @@ fn oversized_connection_pool_is_refused_without_allocating() {
     assert!(r.is_ok());
     assert!(allocations > 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Debug output names what an operator needs: which pool, backend, slot and generation.
+
+#[test]
+fn debug_output_names_pool_backend_slot_and_generation() {
+    let pool = ConnectionPool::new(2, 3).unwrap();
+    let backend = pool.backend(1).unwrap();
+    let t = backend.add("conn").unwrap();
+    let token = format!("{t:?}");
+    for field in ["Token", "pool: pool#", "backend: 1", "slot: 0", "generation: 1"] {
+        assert!(token.contains(field), "{field:?} missing in {token}");
+    }
+    let id = format!("{:?}", t.conn_id());
+    assert!(id.starts_with("ConnId(") && id.ends_with(":1:0#1)"), "{id}");
+    assert_eq!(t.conn_id().to_string(), "backend 1 slot 0 generation 1");
+    let p = format!("{:?}", **backend);
+    for field in ["Pool", "id: pool#", "backend: 1", "capacity: 3", "in_use: 1"] {
+        assert!(p.contains(field), "{field:?} missing in {p}");
+    }
+    assert_eq!(pool.release(t, true), Released::Returned);
+}
+
+// Mutants that survive `cargo mutants` over the core, and why each is equivalent:
+// - `PoolId::get -> 1` (the scan hint's key): a hint about another pool then predicts a word in
+//   this pool; `acquire_from` CASes from that exact `Available` word, so it can only take a
+//   connection this pool really has available. Only how often the fast path hits changes.
+// - `tests::counter` in src/pool.rs returning `Arc::new(Default::default())`: the default
+//   `AtomicUsize` is 0, the value the helper builds.
