@@ -128,7 +128,10 @@ impl<T> Slot<T> {
             // word cannot change again until we empty it.
             let draining = held.with_state(SlotState::Draining);
             let closed = self.cas(draining, empty, Ordering::SeqCst);
-            debug_assert!(closed.is_ok(), "held slot changed under its holder: {closed:?}");
+            debug_assert!(
+                closed.is_ok(),
+                "held slot changed under its holder: {closed:?}"
+            );
         }
         (conn, empty)
     }

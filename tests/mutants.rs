@@ -710,14 +710,26 @@ fn debug_output_names_pool_backend_slot_and_generation() {
     let backend = pool.backend(1).unwrap();
     let t = backend.add("conn").unwrap();
     let token = format!("{t:?}");
-    for field in ["Token", "pool: pool#", "backend: 1", "slot: 0", "generation: 1"] {
+    for field in [
+        "Token",
+        "pool: pool#",
+        "backend: 1",
+        "slot: 0",
+        "generation: 1",
+    ] {
         assert!(token.contains(field), "{field:?} missing in {token}");
     }
     let id = format!("{:?}", t.conn_id());
     assert!(id.starts_with("ConnId(") && id.ends_with(":1:0#1)"), "{id}");
     assert_eq!(t.conn_id().to_string(), "backend 1 slot 0 generation 1");
     let p = format!("{:?}", **backend);
-    for field in ["Pool", "id: pool#", "backend: 1", "capacity: 3", "in_use: 1"] {
+    for field in [
+        "Pool",
+        "id: pool#",
+        "backend: 1",
+        "capacity: 3",
+        "in_use: 1",
+    ] {
         assert!(p.contains(field), "{field:?} missing in {p}");
     }
     assert_eq!(pool.release(t, true), Released::Returned);
