@@ -177,6 +177,8 @@ impl<P: Deref<Target = Pool<T>>, T> Drop for LeaseOf<P, T> {
 
 impl<P: Deref<Target = Pool<T>>, T> fmt::Debug for LeaseOf<P, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("token", &*self.token).finish()
+        f.debug_struct("Lease")
+            .field("token", &*self.token)
+            .finish()
     }
 }
