@@ -1,9 +1,11 @@
-//! End to end: requests per second and latency percentiles through three HTTP/2 clients
+//! End to end: requests per second and latency percentiles through four HTTP/2 clients
 //! against one loopback h2c server started by the bench.
 //!
 //! - `h2pool`: [`tokenpool::h2::H2Pool`] (`request`), up to 4 connections to the backend (at
 //!   16 and 128 in flight all 4 open: the first requests arrive together, and each that finds
 //!   no connection ready reserves a free slot and connects);
+//! - `h2pool_send`: the same pool through [`tokenpool::h2::H2Pool::send`] (an `Empty` request
+//!   body, the response's `Body` read with `BodyExt::collect`), the path a proxy uses;
 //! - `hyper_util`: hyper-util's legacy `Client` with `http2_only(true)` (one connection);
 //! - `raw_h2_1conn`, `raw_h2_4conn`: `h2::client::SendRequest` clones on 1 or 4 fixed
 //!   connections, worker task `i` always on connection `i % n`: no pool at all, the ceiling

@@ -374,6 +374,42 @@ async fn round_robin_skips_a_backend_that_is_down() {
     .expect("test finished within its time limit");
 }
 
+/// A POST whose body is too large to be read whole first (so it streams) is still sent to
+/// the next backend when the first one refuses the connection: no attempt had read its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_post_goes_whole_to_the_next_backend_when_the_first_is_down() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let b = Backend::start(LOOPBACK, "backend-up")
+            .await
+            .expect("backend");
+        let down = closed_ports(1).await[0];
+        // The round-robin cursor starts at backend 0: the first attempt goes to `down`.
+        let proxy = RunningProxy::start(&[down, b.addr()]).await;
+
+        let body = big_body();
+        let r = curl(
+            args(&[
+                "--http2-prior-knowledge",
+                "--data-binary",
+                "@-",
+                &proxy.url("/echo"),
+            ]),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "echoed body differs");
+
+        let c = proxy.stop().await;
+        assert_eq!((c.requests, c.retries, c.bad_gateway), (1, 1, 0));
+        assert_eq!(c.forwarded, vec![0, 1]);
+        assert_eq!(b.requests(), 1);
+        b.stop().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_connect_get_errors_and_the_proxy_keeps_serving() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -1,8 +1,10 @@
-//! The loopback h2c server and the three HTTP/2 clients that `benches/end_to_end.rs` measures
+//! The loopback h2c server and the HTTP/2 clients that `benches/end_to_end.rs` measures
 //! by wall clock and `examples/instr_count.rs` by instructions (included in both with
 //! `#[path]`; not a bench target of its own).
 //!
-//! Clients, by name: `h2pool` ([`H2Pool`], at most [`CONNS`] connections), `hyper_util`
+//! Clients, by name: `h2pool` ([`H2Pool::request`], at most [`CONNS`] connections),
+//! `h2pool_send` (the same pool through [`H2Pool::send`] with an empty body, the response
+//! read with `BodyExt::collect`), `hyper_util`
 //! (hyper-util's legacy `Client`, `http2_only(true)`), `raw_h2_1conn` / `raw_h2_4conn`
 //! (`h2::client::SendRequest` on 1 or 4 fixed connections; worker `i` uses connection
 //! `i % n`).
@@ -15,7 +17,13 @@ use http_body_util::{BodyExt, Empty};
 use tokenpool::h2::H2Pool;
 
 /// Every client's name.
-pub const CLIENTS: [&str; 4] = ["h2pool", "hyper_util", "raw_h2_1conn", "raw_h2_4conn"];
+pub const CLIENTS: [&str; 5] = [
+    "h2pool",
+    "h2pool_send",
+    "hyper_util",
+    "raw_h2_1conn",
+    "raw_h2_4conn",
+];
 
 /// The response body.
 pub const BODY: &[u8] = b"hello, world!";
@@ -56,6 +64,7 @@ pub type HyperClient = hyper_util::client::legacy::Client<
 #[derive(Clone)]
 pub enum Client {
     H2Pool(H2Pool),
+    H2PoolSend(H2Pool),
     /// Boxed: the client is large, and cloned once per worker task only.
     HyperUtil(Box<HyperClient>),
     RawH2(Arc<Vec<h2::client::SendRequest<Bytes>>>),
@@ -70,6 +79,14 @@ impl Client {
                     .expect("request");
                 let resp = pool.request(0, req).await.expect("h2pool request");
                 assert_eq!(resp.body().len(), BODY.len());
+            }
+            Client::H2PoolSend(pool) => {
+                let req = http::Request::get(uri.clone())
+                    .body(Empty::<Bytes>::new())
+                    .expect("request");
+                let resp = pool.send(0, req).await.expect("h2pool send");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(body.len(), BODY.len());
             }
             Client::HyperUtil(client) => {
                 let req = http::Request::get(uri.clone())
@@ -99,12 +116,17 @@ impl Client {
 
 pub async fn client(name: &str, addr: SocketAddr) -> Client {
     match name {
-        "h2pool" => Client::H2Pool(
-            H2Pool::builder([addr])
+        "h2pool" | "h2pool_send" => {
+            let pool = H2Pool::builder([addr])
                 .max_connections_per_backend(CONNS)
                 .build()
-                .expect("h2pool"),
-        ),
+                .expect("h2pool");
+            if name == "h2pool" {
+                Client::H2Pool(pool)
+            } else {
+                Client::H2PoolSend(pool)
+            }
+        }
         "hyper_util" => Client::HyperUtil(Box::new(
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .http2_only(true)
