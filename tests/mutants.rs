@@ -741,3 +741,46 @@ fn debug_output_names_pool_backend_slot_and_generation() {
 //   connection this pool really has available. Only how often the fast path hits changes.
 // - `tests::counter` in src/pool.rs returning `Arc::new(Default::default())`: the default
 //   `AtomicUsize` is 0, the value the helper builds.
+// - `Node::set_waker`'s `will_wake` guard replaced by `false` (always store a clone of the new
+//   waker): the same waker is stored either way; the guard only saves a clone.
+
+/// Counts its wake-ups.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A waiting future polled again with another waker (a task moved to another worker, or a
+/// `select!` that re-polls) must be woken through the new waker, not the stale one.
+#[test]
+fn waiter_repolled_with_a_new_waker_is_woken_through_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::{Context, Waker};
+    let pool = Pool::new(1).unwrap();
+    let held = pool.add(7u32).unwrap();
+    let first = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let second = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let mut wait = Box::pin(pool.acquire_wait());
+    let w1 = Waker::from(first.clone());
+    let w2 = Waker::from(second.clone());
+    assert!(wait
+        .as_mut()
+        .poll(&mut Context::from_waker(&w1))
+        .is_pending());
+    assert!(wait
+        .as_mut()
+        .poll(&mut Context::from_waker(&w2))
+        .is_pending());
+    assert_eq!(pool.queued_waiters(), 1, "polling twice queues once");
+    assert_eq!(pool.release(held, true), Released::Returned);
+    assert_eq!(second.0.load(SeqCst), 1, "the new waker is woken");
+    assert_eq!(first.0.load(SeqCst), 0, "the stale waker is not");
+    match wait.as_mut().poll(&mut Context::from_waker(&w2)) {
+        Poll::Ready(Checkout::Acquired(lease)) => assert_eq!(*lease, 7),
+        other => panic!("expected the handed-off connection, got {other:?}"),
+    }
+    assert_eq!(pool.queued_waiters(), 0);
+}
