@@ -1113,6 +1113,59 @@ fn release_hands_off_to_blocked_waiter_while_barger_acquires() {
     );
 }
 
+/// Scenario 12f. **An async waiter woken with nothing re-queues.** As 12a with the waiter an
+/// `acquire_wait` future (driven by `block_on`) and one barging `acquire`: when the barger
+/// takes the slot between the release and its take-back, the waiter is woken with no payload,
+/// finds nothing, and must go back to the front of the queue with its current waker; the
+/// barger's release then hands the connection over. A waiter that returned `Pending` without
+/// re-queueing would never be woken again (a loom deadlock).
+///
+/// Catches `Waiters::requeue_front` doing nothing (a loom deadlock, checked), which survives
+/// every std test: the window is a few instructions wide.
+///
+/// Bound: 4 preemptions (123,329 interleavings, 7.1 s).
+#[test]
+fn async_waiter_woken_with_nothing_requeues_and_is_served() {
+    check(
+        "async_waiter_woken_with_nothing_requeues_and_is_served",
+        4,
+        || {
+            let tracker = Tracker::new(1);
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let t = pool.add(tracker.conn(0)).unwrap();
+
+            let waiter = {
+                let pool = pool.clone();
+                thread::spawn(move || match block_on(pool.acquire_wait()) {
+                    Checkout::Acquired(mut lease) => {
+                        lease.use_mut();
+                        lease.release(true)
+                    }
+                    other => panic!("expected the returned connection, got {other:?}"),
+                })
+            };
+            let barger = {
+                let pool = pool.clone();
+                thread::spawn(move || {
+                    if let Some(mut t) = pool.acquire() {
+                        pool.get_mut(&mut t).unwrap().use_mut();
+                        assert_eq!(pool.release(t, true), Released::Returned);
+                    }
+                })
+            };
+            assert_eq!(pool.release(t, true), Released::Returned);
+            assert_eq!(waiter.join().unwrap(), Released::Returned);
+            barger.join().unwrap();
+
+            assert_eq!(pool.stats(), stats(0, 1, 0, 0));
+            assert_no_waiters(&pool);
+            assert_eq!(tracker.drops(0), 0);
+            drop(pool);
+            tracker.assert_all_dropped_once();
+        },
+    );
+}
+
 /// Scenario 12b. **A close hands its empty slot to the blocked waiter while a barger checks
 /// out.** As 12a, but the main thread closes its connection (`release(t, false)`), and B
 /// barges with `try_checkout`, which also claims an empty slot. The close empties the slot,
