@@ -204,17 +204,20 @@ fn aborted_tokio_tasks_leak_nothing() {
         .build()
         .unwrap();
     let drops = Arc::new(AtomicUsize::new(0));
+    let made = Arc::new(AtomicUsize::new(0));
     let pool = Arc::new(Pool::new(2).unwrap());
-    rt.block_on(async {
+    let (finished, cancelled) = rt.block_on(async {
         let mut handles = Vec::new();
         for i in 0..400u64 {
             let pool = pool.clone();
             let drops = drops.clone();
+            let made = made.clone();
             let h = tokio::spawn(async move {
                 let lease = match Pool::acquire_wait_owned(&pool).await {
                     CheckoutOf::Acquired(lease) => lease,
                     CheckoutOf::Vacant(slot) => {
                         tokio::task::yield_now().await;
+                        made.fetch_add(1, Ordering::SeqCst);
                         slot.fill(Conn(drops))
                     }
                 };
@@ -230,16 +233,34 @@ fn aborted_tokio_tasks_leak_nothing() {
             }
             handles.push(h);
         }
+        let (mut finished, mut cancelled) = (0, 0);
         for h in handles {
-            let _ = h.await;
+            match h.await {
+                Ok(()) => finished += 1,
+                Err(e) if e.is_cancelled() => cancelled += 1,
+                Err(e) => panic!("task failed: {e}"),
+            }
         }
+        (finished, cancelled)
     });
+    assert!(
+        cancelled > 0 && finished > 0,
+        "{finished} finished, {cancelled} cancelled"
+    );
     let s = pool.stats();
     assert_eq!(s.in_use + s.draining, 0, "{s:?}");
     assert_eq!(pool.queued_waiters(), 0);
+    // Every connection opened is idle in the pool or was closed by an aborted task's lease;
+    // none is stranded in a held slot.
+    let made = made.load(Ordering::SeqCst);
+    assert!(made >= 1);
+    assert_eq!(s.available + drops.load(Ordering::SeqCst), made, "{s:?}");
     drop(pool);
-    // Every connection opened was dropped exactly once in the end (none stranded in a slot).
-    assert!(drops.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        made,
+        "each dropped exactly once"
+    );
 }
 
 /// A waker that panics when woken (a broken executor, or a task's own bug).
