@@ -526,7 +526,7 @@ async fn cancelling_while_the_upload_waits_for_flow_control_resets_the_stream() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_reset_inside_the_response_body_is_an_h2error_not_retryable() {
+async fn stream_reset_inside_the_response_body_is_retryable_only_for_idempotent_empty_requests() {
     let server = TestServer::start(Config::default()).await;
     let pool = H2Pool::builder([server.addr()]).build().unwrap();
     let response = within(10, "head", pool.send(0, empty_get("/reset-mid")))
@@ -537,11 +537,59 @@ async fn stream_reset_inside_the_response_body_is_an_h2error_not_retryable() {
     let e = within(10, "body", response.into_body().collect())
         .await
         .expect_err("the body is cut");
+    let is_internal_reset = |e: &H2Error| {
+        matches!(e, H2Error::StreamReset { source, .. }
+            if source.reason() == Some(h2::Reason::INTERNAL_ERROR))
+    };
+    assert!(is_internal_reset(&e), "{e:?}");
     assert!(
-        matches!(&e, H2Error::Protocol(h) if h.reason() == Some(h2::Reason::INTERNAL_ERROR)),
-        "{e:?}"
+        e.is_retryable(),
+        "a GET without a body may be sent again even if it was processed: {e:?}"
     );
-    assert!(!e.is_retryable(), "the backend may have processed it");
+    // The same reset for a POST with a body, and for a GET with a body: the backend may
+    // have acted on them, and the pool does not hold their body to send it again.
+    for method in [http::Method::POST, http::Method::GET] {
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri("/reset-mid")
+            .body(http_body_util::Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let e = match within(10, "request", pool.send(0, request)).await {
+            Ok(response) => within(10, "body", response.into_body().collect())
+                .await
+                .expect_err("the body is cut"),
+            Err(e) => e,
+        };
+        assert!(is_internal_reset(&e), "{method}: {e:?}");
+        assert!(!e.is_retryable(), "{method}: may have been processed");
+    }
+    // The low-level path does not know the request: not retryable.
+    let (response, _) = pool
+        .send_request(
+            0,
+            http::Request::get("http://test/reset-mid")
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+    // The reset may overtake the head (the gate is open now).
+    let e = match within(10, "head", response).await {
+        Err(e) => e,
+        Ok(response) => {
+            let mut body = response.into_body();
+            loop {
+                match within(10, "data", body.data()).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e,
+                    None => panic!("the body is cut"),
+                }
+            }
+        }
+    };
+    let e = H2Error::from_h2(server.addr(), e);
+    assert!(is_internal_reset(&e) && !e.is_retryable(), "{e:?}");
     // The connection still serves.
     let response = pool.send(0, empty_get("/ok")).await.unwrap();
     assert_eq!(

@@ -282,7 +282,15 @@ pub(super) fn send_on(
             if accepts_streams(&mut conn.send) {
                 Err((H2Error::Protocol(e), true))
             } else {
-                Err((H2Error::ConnectionLost { addr, source: e }, false))
+                Err((
+                    H2Error::ConnectionLost {
+                        addr,
+                        source: e,
+                        // The stream was never opened: nothing of the request left.
+                        replay_safe: true,
+                    },
+                    false,
+                ))
             }
         }
     }

@@ -61,6 +61,10 @@ pub enum H2Error {
         addr: SocketAddr,
         /// The h2 error that reported it.
         source: ::h2::Error,
+        /// Sending the request again is safe: it never left (the connection failed as its
+        /// stream was being opened), or it is idempotent and had no body (see
+        /// [`H2Error::StreamReset`]'s field of the same name).
+        replay_safe: bool,
     },
     /// [`H2Lease::send_request`](super::H2Lease::send_request): the leased connection
     /// already carries as many streams as it may.
@@ -70,8 +74,23 @@ pub enum H2Error {
         /// The connection's stream limit.
         limit: usize,
     },
-    /// An HTTP/2 error that is not the loss of the connection: the stream was reset by the
-    /// peer, the request was malformed, a frame was invalid, …
+    /// The backend reset the request's stream (`RST_STREAM`) after it was opened.
+    StreamReset {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The h2 error that reported it; its [`reason`](::h2::Error::reason) is the
+        /// backend's error code.
+        source: ::h2::Error,
+        /// Sending the request again is safe although the backend may have processed it:
+        /// it went through [`H2Pool::send`](super::H2Pool::send), its method is idempotent
+        /// (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`; RFC 9110 §9.2.2) and it had
+        /// no body (END_STREAM went with its headers), so the pool knows the whole request
+        /// and a second copy changes nothing the first did not. Always `false` on the
+        /// low-level path and from [`H2Error::from_h2`], which do not know the request.
+        replay_safe: bool,
+    },
+    /// An HTTP/2 error that is neither the loss of the connection nor a reset by the
+    /// backend: the request was malformed, h2 refused it, a frame was invalid, …
     Protocol(::h2::Error),
     /// [`H2Pool::send`](super::H2Pool::send): the request could not be made into an HTTP/2
     /// request (for example an origin-form request whose `Host` is not a valid authority).
@@ -89,26 +108,48 @@ pub enum H2Error {
 
 impl H2Error {
     /// Sorts an error reported by h2 for a request on a connection to `addr`: a GOAWAY or an
-    /// I/O error means the connection is gone ([`H2Error::ConnectionLost`]); anything else is
-    /// about the stream or the protocol ([`H2Error::Protocol`]).
+    /// I/O error means the connection is gone ([`H2Error::ConnectionLost`]); a reset from the
+    /// backend is [`H2Error::StreamReset`]; anything else is about the request or the
+    /// protocol ([`H2Error::Protocol`]). `replay_safe` is `false`: h2's error says nothing
+    /// of the request.
     ///
     /// Proxies that drive [`ResponseFuture`](super::ResponseFuture) and
     /// [`RecvStream`](super::RecvStream) themselves can use this to report h2 errors in the
     /// pool's terms.
     pub fn from_h2(addr: SocketAddr, err: ::h2::Error) -> H2Error {
+        H2Error::from_h2_sent(addr, err, false)
+    }
+
+    /// [`from_h2`](H2Error::from_h2) for a request whose replay safety is known.
+    pub(super) fn from_h2_sent(addr: SocketAddr, err: ::h2::Error, replay_safe: bool) -> H2Error {
         if err.is_go_away() || err.is_io() {
-            H2Error::ConnectionLost { addr, source: err }
+            H2Error::ConnectionLost {
+                addr,
+                source: err,
+                replay_safe,
+            }
+        } else if err.is_reset() && err.is_remote() {
+            H2Error::StreamReset {
+                addr,
+                source: err,
+                replay_safe,
+            }
         } else {
             H2Error::Protocol(err)
         }
     }
 
-    /// True when the backend certainly did not process the request, so that it can be sent
-    /// again safely (to this backend or another) even if it is not idempotent: it was never
-    /// sent (connect failed or timed out, no connection had room in time), or the backend
-    /// refused the stream (`REFUSED_STREAM`, or a GOAWAY from the backend whose last stream id
-    /// excluded it; RFC 9113 §8.7). A connection that failed in any other way may have
-    /// processed the request.
+    /// True when the request can be sent again safely (to this backend or another):
+    /// - the backend certainly did not process it, whatever its method: it was never sent
+    ///   (connect failed or timed out, no connection had room in time), or the backend
+    ///   refused the stream (`REFUSED_STREAM`, or a GOAWAY from the backend whose last stream
+    ///   id excluded it; RFC 9113 §8.7);
+    /// - or it was lost after it was sent (stream reset, connection failed) but it is
+    ///   idempotent and had no body, as [`H2Pool::send`](super::H2Pool::send) records in
+    ///   `replay_safe` (see [`H2Error::StreamReset`]).
+    ///
+    /// Otherwise a stream reset or a failed connection may have left the request processed,
+    /// and it is not retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
             H2Error::Connect { .. }
@@ -116,12 +157,17 @@ impl H2Error {
             | H2Error::Handshake { .. }
             | H2Error::AcquireTimeout { .. }
             | H2Error::ConnectionFull { .. } => true,
-            // h2 reports the backend's GOAWAY only to the streams it excluded (and to new
-            // requests); streams it kept finish normally or fail with another error.
-            H2Error::ConnectionLost { source, .. } | H2Error::Protocol(source) => {
-                source.reason() == Some(::h2::Reason::REFUSED_STREAM)
-                    || (source.is_go_away() && source.is_remote())
+            H2Error::ConnectionLost {
+                source,
+                replay_safe,
+                ..
             }
+            | H2Error::StreamReset {
+                source,
+                replay_safe,
+                ..
+            } => *replay_safe || refused(source),
+            H2Error::Protocol(source) => refused(source),
             H2Error::UnknownBackend { .. }
             | H2Error::InvalidRequest(_)
             | H2Error::RequestBody(_)
@@ -129,6 +175,14 @@ impl H2Error {
             | H2Error::InvalidConfig(_) => false,
         }
     }
+}
+
+/// The backend refused the stream before processing it: `REFUSED_STREAM`, or its GOAWAY
+/// (h2 reports a remote GOAWAY only to the streams above its last stream id; streams it kept
+/// finish normally or fail with another error).
+fn refused(source: &::h2::Error) -> bool {
+    source.reason() == Some(::h2::Reason::REFUSED_STREAM)
+        || (source.is_go_away() && source.is_remote())
 }
 
 impl fmt::Display for H2Error {
@@ -151,8 +205,11 @@ impl fmt::Display for H2Error {
                 f,
                 "no connection to backend {backend} could take a request within {timeout:?}"
             ),
-            H2Error::ConnectionLost { addr, source } => {
+            H2Error::ConnectionLost { addr, source, .. } => {
                 write!(f, "connection to {addr} lost: {source}")
+            }
+            H2Error::StreamReset { addr, source, .. } => {
+                write!(f, "backend {addr} reset the stream: {source}")
             }
             H2Error::ConnectionFull { addr, limit } => write!(
                 f,
@@ -175,6 +232,7 @@ impl std::error::Error for H2Error {
             H2Error::Connect { source, .. } => Some(source),
             H2Error::Handshake { source, .. }
             | H2Error::ConnectionLost { source, .. }
+            | H2Error::StreamReset { source, .. }
             | H2Error::Protocol(source) => Some(source),
             H2Error::RequestBody(e) => Some(&**e),
             _ => None,

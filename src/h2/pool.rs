@@ -148,8 +148,9 @@ impl H2Pool {
     ///
     /// # Errors
     /// As [`send_request`](H2Pool::send_request), plus [`H2Error::ConnectionLost`] if the
-    /// connection died before the response was complete and [`H2Error::Protocol`] if the
-    /// backend reset the stream.
+    /// connection died before the response was complete and [`H2Error::StreamReset`] if the
+    /// backend reset the stream; both retryable as after [`send`](H2Pool::send) (an
+    /// idempotent request without a body may be sent again).
     pub async fn request(
         &self,
         backend: usize,
@@ -157,11 +158,12 @@ impl H2Pool {
     ) -> Result<http::Response<Bytes>, H2Error> {
         let (head, body) = request.into_parts();
         let end_of_stream = body.is_empty();
+        let replay_safe = end_of_stream && head.method.is_idempotent();
         let (response, mut send) = self
             .send_request(backend, http::Request::from_parts(head, ()), end_of_stream)
             .await?;
         let addr = response.backend_addr();
-        let lost = |e| H2Error::from_h2(addr, e);
+        let lost = |e| H2Error::from_h2_sent(addr, e, replay_safe);
         if !end_of_stream {
             send.send_data(body, true).map_err(lost)?;
         }

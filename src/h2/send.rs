@@ -68,10 +68,10 @@ impl H2Pool {
     /// [`H2Error::is_retryable`] is true exactly when the backend certainly did not process
     /// the request. Before a stream is opened: as [`send_request`](H2Pool::send_request),
     /// plus [`H2Error::InvalidRequest`] when `Host` is not a valid authority. After:
-    /// [`H2Error::Protocol`] when the backend reset the stream (retryable for
-    /// `REFUSED_STREAM`), [`H2Error::ConnectionLost`] when the connection failed (retryable
-    /// when the backend's GOAWAY excluded the stream), [`H2Error::RequestBody`] when the
-    /// request body failed.
+    /// [`H2Error::StreamReset`] when the backend reset the stream, [`H2Error::ConnectionLost`]
+    /// when the connection failed, both retryable when the backend refused the stream
+    /// (`REFUSED_STREAM`, or a GOAWAY that excluded it) or when the request is idempotent and
+    /// had no body; [`H2Error::RequestBody`] when the request body failed.
     ///
     /// # Examples
     /// ```
@@ -126,12 +126,13 @@ impl H2Pool {
         normalize(&mut parts, addr)?;
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
+        let replay_safe = end_of_stream && parts.method.is_idempotent();
         let (response, send_stream) = self
             .send_request(backend, http::Request::from_parts(parts, ()), end_of_stream)
             .await?;
         let upload = if end_of_stream {
             drop((send_stream, body));
-            Upload::none()
+            Upload::none(replay_safe)
         } else {
             let (upload, end) = Upload::new();
             self.spawn(pump(body, send_stream, end));
@@ -168,6 +169,8 @@ pub(super) struct Upload {
     stop: Option<oneshot::Sender<()>>,
     /// The request body's error, if it failed (read by the response side to report it).
     failed: Arc<Mutex<Option<BoxError>>>,
+    /// The request may be sent again after a reset: idempotent, and no body.
+    replay_safe: bool,
 }
 
 /// The upload task's end of an [`Upload`].
@@ -177,11 +180,13 @@ struct UploadEnd {
 }
 
 impl Upload {
-    /// For a request without a body: nothing to stop.
-    fn none() -> Upload {
+    /// For a request without a body: nothing to stop. `replay_safe`: its method is
+    /// idempotent.
+    fn none(replay_safe: bool) -> Upload {
         Upload {
             stop: None,
             failed: Arc::default(),
+            replay_safe,
         }
     }
 
@@ -195,6 +200,7 @@ impl Upload {
         let upload = Upload {
             stop: Some(tx),
             failed,
+            replay_safe: false,
         };
         (upload, end)
     }
@@ -209,7 +215,7 @@ impl Upload {
     pub(super) fn error(self, addr: std::net::SocketAddr, e: ::h2::Error) -> H2Error {
         match crate::sync::lock(&self.failed).take() {
             Some(body_error) => H2Error::RequestBody(body_error),
-            None => H2Error::from_h2(addr, e),
+            None => H2Error::from_h2_sent(addr, e, self.replay_safe),
         }
     }
 }
