@@ -109,8 +109,34 @@ fn deadpool(p: &deadpool::unmanaged::Pool<Conn>, pairs: u64) {
     }
 }
 
+/// A runtime for one side of the end-to-end run: with `E2E_RUNTIME=multi`, a multi-thread
+/// runtime with one worker (as in `benches/end_to_end.rs`) that prints its worker's thread
+/// id as `<role> tid <n>` to stderr, so that a syscall trace (`strace -f`) can tell the
+/// client's writes from the server's; otherwise `None` (one current-thread runtime for
+/// both).
+#[cfg(feature = "h2")]
+fn multi_thread_runtime(role: &'static str) -> Option<tokio::runtime::Runtime> {
+    if std::env::var("E2E_RUNTIME").ok()? != "multi" {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            if let Ok(path) = std::fs::read_link("/proc/thread-self") {
+                // `<pid>/task/<tid>`
+                let tid = path.file_name().map(|t| t.to_string_lossy().into_owned());
+                eprintln!("{role} tid {}", tid.unwrap_or_default());
+            }
+        })
+        .build()
+        .expect("runtime");
+    Some(rt)
+}
+
 /// Sends `requests` requests through `name`, `in_flight` at a time, after 200 to open the
-/// connections; server and client on one thread.
+/// connections; server and client on one thread (or, with `E2E_RUNTIME=multi`, each on a
+/// multi-thread runtime of one worker).
 #[cfg(feature = "h2")]
 fn end_to_end(name: &str, requests: u64, in_flight: usize) {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +146,10 @@ fn end_to_end(name: &str, requests: u64, in_flight: usize) {
         .enable_all()
         .build()
         .expect("runtime");
-    let addr = common::server(&rt);
+    let server_rt = multi_thread_runtime("server");
+    let client_rt = multi_thread_runtime("client");
+    let addr = common::server(server_rt.as_ref().unwrap_or(&rt));
+    let rt = client_rt.as_ref().unwrap_or(&rt);
     rt.block_on(async {
         let uri: http::Uri = format!("http://{addr}/").parse().expect("uri");
         let c = common::client(name, addr).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
+use super::batch::YieldBeforePoll;
 use super::conn::{Conn, Shared};
 use super::H2Error;
 use crate::{ConnId, Pool, Reservation, Token};
@@ -102,8 +103,9 @@ async fn drive(
     id: ConnId,
 ) {
     // The outcome does not matter here: requests on this connection get the error from their
-    // own streams, and new requests go elsewhere either way.
-    let _ = connection.await;
+    // own streams, and new requests go elsewhere either way. Each wake-up first lets the
+    // tasks that woke it queue their frames, so that one write carries them all.
+    let _ = YieldBeforePoll::new(connection).await;
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };
     match parked {

@@ -177,6 +177,7 @@
 //! [`Pool::evict_idle`]: crate::Pool::evict_idle
 
 mod admission;
+mod batch;
 mod body;
 mod builder;
 mod conn;
