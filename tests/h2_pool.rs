@@ -316,7 +316,8 @@ async fn backend_killed_and_restarted_under_load_nothing_hangs() {
                             ok += 1;
                         }
                         Err(H2Error::ConnectionLost { .. }) => lost += 1,
-                        Err(H2Error::Connect { .. }) => {
+                        // Refused: by this request's connect, or by the one it waited for.
+                        Err(H2Error::Connect { .. } | H2Error::JoinedConnectFailed { .. }) => {
                             refused += 1;
                             // Do not spin on a closed port; wait for the next phase.
                             tokio::task::yield_now().await;

@@ -259,6 +259,7 @@ impl Proxy {
                     return plain(StatusCode::BAD_REQUEST, format!("400 Bad Request: {e}\n"))
                 }
                 H2Error::Connect { .. }
+                | H2Error::JoinedConnectFailed { .. }
                 | H2Error::ConnectTimeout { .. }
                 | H2Error::Handshake { .. } => self.mark_down(backend),
                 _ => {}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::coalesce::{Coalescer, ConnectGuard, Decision, Outcome};
 use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
 use super::connect::Connector;
 use super::{H2Error, ResponseFuture};
@@ -34,6 +35,8 @@ pub(super) struct Admission {
     pub(super) acquire_timeout: Duration,
     /// Opens a connection into an empty slot.
     pub(super) connector: Connector,
+    /// The connects in progress, per backend (indexed by backend).
+    pub(super) coalescers: Box<[Arc<Coalescer>]>,
 }
 
 /// One stream counted against its connection, with the connection's slot held: the right to
@@ -54,6 +57,10 @@ pub(super) struct Claim<'p> {
     before: usize,
     /// False once a send found the connection broken: the slot is then released unkept.
     usable: bool,
+    /// For the claim that opened the connection: the requests waiting for that connect, told
+    /// once the slot is given back (so that they find the connection available), with the
+    /// connection's stream limit.
+    connected: Option<(ConnectGuard, usize)>,
 }
 
 impl Claim<'_> {
@@ -85,6 +92,10 @@ impl Claim<'_> {
     /// itself.
     pub(super) fn into_held(mut self) -> (Token, Arc<Shared>) {
         self.ticket = None;
+        // The lease keeps the connection to itself: its joiners look elsewhere now.
+        if let Some((guard, limit)) = self.connected.take() {
+            guard.connected(limit);
+        }
         let Some(token) = self.token.take() else {
             unreachable!("an unopened claim holds its token")
         };
@@ -99,56 +110,83 @@ impl Drop for Claim<'_> {
         if let Some(token) = self.token.take() {
             give_back(self.pool, token, &self.shared, self.usable);
         }
+        if let Some((guard, limit)) = self.connected.take() {
+            guard.connected(limit);
+        }
     }
 }
 
 impl Admission {
     /// A connection of the backend served by `pool` with room for one more stream, with
-    /// that stream counted: reuse, else reserve and connect, else wait up to the acquire
-    /// timeout.
+    /// that stream counted: reuse, else join a connect in progress, else reserve and
+    /// connect, else wait, all within the acquire timeout.
     pub(super) async fn checkout<'p>(
         &self,
         pool: &'p Arc<Pool<Conn>>,
         addr: SocketAddr,
     ) -> Result<Claim<'p>, H2Error> {
-        // Fast path, no timer. Each failed `claim` parks or closes the connection it looked
-        // at, so the loop soon runs out of available connections (it goes on only while
-        // streams ending elsewhere keep handing connections back, and then `claim` succeeds).
-        while let Some(checkout) = pool.try_checkout() {
-            match checkout {
+        let timeout = self.acquire_timeout;
+        let timed_out = || H2Error::AcquireTimeout {
+            backend: pool.backend(),
+            timeout,
+        };
+        let coalescer = &self.coalescers[pool.backend()];
+        // Set on the first wait: the fast path takes no timer.
+        let mut deadline = None;
+        loop {
+            // Fast path. Each failed `claim` parks or closes the connection it looked at, so
+            // the loop soon runs out of available connections (it goes on only while streams
+            // ending elsewhere keep handing connections back, and then `claim` succeeds).
+            while let Some(token) = pool.acquire() {
                 // No await point until the claim is opened or dropped.
-                Checkout::Acquired(lease) => {
-                    if let Some(claim) = self.claim(pool, lease.into_token()) {
-                        return Ok(self.balance(pool, claim));
-                    }
-                }
-                Checkout::Vacant(reservation) => {
-                    return self.connect_and_claim(pool, addr, reservation).await;
+                if let Some(claim) = self.claim(pool, token) {
+                    return Ok(self.balance(pool, claim));
                 }
             }
-        }
-        // Every slot is in use (full connections, or ones being opened): wait for one.
-        let timeout = self.acquire_timeout;
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
-        loop {
-            let wait = pool.acquire_wait();
-            let checkout = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, wait).await.map_err(|_| {
-                    H2Error::AcquireTimeout {
-                        backend: pool.backend(),
-                        timeout,
-                    }
-                })?,
-                None => wait.await,
-            };
-            match checkout {
-                Checkout::Acquired(lease) => {
-                    if let Some(claim) = self.claim(pool, lease.into_token()) {
-                        return Ok(claim);
-                    }
+            let deadline =
+                *deadline.get_or_insert_with(|| tokio::time::Instant::now().checked_add(timeout));
+            match coalescer.join_or_start(|| pool.reserve()) {
+                Decision::Start(reservation, guard) => {
+                    return self.connect_and_claim(pool, addr, reservation, guard).await;
                 }
-                Checkout::Vacant(reservation) => {
-                    return self.connect_and_claim(pool, addr, reservation).await;
+                Decision::Join(joined) => {
+                    let outcome = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, joined.outcome())
+                            .await
+                            .map_err(|_| timed_out())?,
+                        None => joined.outcome().await,
+                    };
+                    if let Outcome::Failed(failed) = outcome {
+                        let (cause, retryable) = (*failed).clone();
+                        return Err(H2Error::JoinedConnectFailed {
+                            addr,
+                            cause,
+                            retryable,
+                        });
+                    }
+                    // Connected (or cancelled): look again.
+                }
+                Decision::Wait => {
+                    // Every slot is in use (full connections, or connects whose seats are
+                    // all taken): wait for one to be released or emptied.
+                    let wait = pool.acquire_wait();
+                    let checkout = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, wait)
+                            .await
+                            .map_err(|_| timed_out())?,
+                        None => wait.await,
+                    };
+                    match checkout {
+                        Checkout::Acquired(lease) => {
+                            if let Some(claim) = self.claim(pool, lease.into_token()) {
+                                return Ok(claim);
+                            }
+                        }
+                        Checkout::Vacant(reservation) => {
+                            let guard = coalescer.start();
+                            return self.connect_and_claim(pool, addr, reservation, guard).await;
+                        }
+                    }
                 }
             }
         }
@@ -159,19 +197,29 @@ impl Admission {
         pool: &'p Arc<Pool<Conn>>,
         addr: SocketAddr,
         reservation: Reservation<'_, Conn>,
+        guard: ConnectGuard,
     ) -> Result<Claim<'p>, H2Error> {
-        let token = self.connector.connect(pool, addr, reservation).await?;
+        let token = match self.connector.connect(pool, addr, reservation).await {
+            Ok(token) => token,
+            Err(e) => {
+                guard.failed(&e);
+                return Err(e);
+            }
+        };
         // A new connection has room (its limit is at least 1). Were it already dead, sending
         // on it reports the real error.
         let Some(conn) = pool.get(&token) else {
             unreachable!("a token from `fill` is live until released")
         };
         let shared = Arc::clone(&conn.shared);
+        let limit = self.stream_limit(&conn.send);
         let ticket = {
             let mut s = shared.streams();
-            s.limit = self.stream_limit(&conn.send);
+            s.limit = limit;
             StreamTicket::count(&shared, &mut s, Instant::now())
         };
+        // The joiners are told when the claim gives the slot back (opened or dropped), so
+        // that they find the connection available, not held by this request.
         Ok(Claim {
             pool,
             token: Some(token),
@@ -179,6 +227,7 @@ impl Admission {
             shared,
             before: 0,
             usable: true,
+            connected: Some((guard, limit)),
         })
     }
 
@@ -221,6 +270,7 @@ impl Admission {
             shared,
             before,
             usable: true,
+            connected: None,
         })
     }
 

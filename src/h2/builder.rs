@@ -10,6 +10,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_BACKEND: usize = 8;
 /// Default for [`H2PoolBuilder::max_streams_per_connection`] (RFC 9113 §6.5.2 recommends that
 /// servers allow at least 100 concurrent streams).
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+/// Default for [`H2PoolBuilder::max_connecting_per_backend`].
+pub const DEFAULT_MAX_CONNECTING_PER_BACKEND: usize = 2;
 /// Default for [`H2PoolBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default for [`H2PoolBuilder::acquire_timeout`].
@@ -50,6 +52,7 @@ pub struct H2PoolBuilder {
     pub(super) acquire_timeout: Duration,
     pub(super) idle_timeout: Duration,
     pub(super) max_lifetime: Duration,
+    pub(super) max_connecting: usize,
     pub(super) stream_window: u32,
     pub(super) connection_window: u32,
 }
@@ -64,6 +67,7 @@ impl H2PoolBuilder {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_connecting: DEFAULT_MAX_CONNECTING_PER_BACKEND,
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
@@ -73,6 +77,22 @@ impl H2PoolBuilder {
     /// [`DEFAULT_MAX_CONNECTIONS_PER_BACKEND`] (8); at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub fn max_connections_per_backend(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// How many connects to one backend may be in progress at once. Default
+    /// [`DEFAULT_MAX_CONNECTING_PER_BACKEND`] (2).
+    ///
+    /// Connects are coalesced: a request that finds no connection with room waits for a
+    /// connect already in progress, as long as that connect's expected streams (the
+    /// backend's last `SETTINGS_MAX_CONCURRENT_STREAMS`, capped by
+    /// [`max_streams_per_connection`](Self::max_streams_per_connection)) are not all spoken
+    /// for; only then does it open another connection, up to this many at once. So a cold
+    /// burst of 64 requests to a backend allowing 100 streams opens one connection, and 250
+    /// open three. A request whose connect fails gets the error; the requests that waited
+    /// for it get [`H2Error::JoinedConnectFailed`] at the same moment.
+    pub fn max_connecting_per_backend(mut self, n: usize) -> Self {
+        self.max_connecting = n;
         self
     }
 
@@ -138,12 +158,18 @@ impl H2PoolBuilder {
     /// # Errors
     /// [`H2Error::NoRuntime`] outside a tokio runtime; [`H2Error::InvalidConfig`] for no
     /// backends, more than [`MAX_BACKENDS`](crate::MAX_BACKENDS), zero or more than
-    /// [`MAX_SLOTS`](crate::MAX_SLOTS) connections per backend, zero streams per connection,
+    /// [`MAX_SLOTS`](crate::MAX_SLOTS) connections per backend, zero connects in progress or
+    /// zero streams per connection,
     /// a zero connect, idle or lifetime duration, or a flow-control window outside
     /// `1..=2^31-1`.
     pub fn build(self) -> Result<H2Pool, H2Error> {
         if self.backends.is_empty() {
             return Err(H2Error::InvalidConfig("no backends".into()));
+        }
+        if self.max_connecting == 0 {
+            return Err(H2Error::InvalidConfig(
+                "max_connecting_per_backend must be at least 1".into(),
+            ));
         }
         if self.max_streams == 0 {
             return Err(H2Error::InvalidConfig(

@@ -46,6 +46,18 @@ pub enum H2Error {
         /// The h2 error.
         source: ::h2::Error,
     },
+    /// The request waited for a connect to its backend that another request had started
+    /// (instead of opening a connection of its own; see "Connect coalescing" in the
+    /// [module docs](super)), and that connect failed. Nothing was sent.
+    JoinedConnectFailed {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The error the connecting request got, as text.
+        cause: String,
+        /// Whether that error was retryable (a failed connect always is; a configuration
+        /// error is not).
+        retryable: bool,
+    },
     /// Every connection slot of the backend stayed busy (each connection carrying as many
     /// streams as it may, or being opened) for longer than the acquire timeout.
     AcquireTimeout {
@@ -157,6 +169,7 @@ impl H2Error {
             | H2Error::Handshake { .. }
             | H2Error::AcquireTimeout { .. }
             | H2Error::ConnectionFull { .. } => true,
+            H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
             H2Error::ConnectionLost {
                 source,
                 replay_safe,
@@ -200,6 +213,12 @@ impl fmt::Display for H2Error {
             }
             H2Error::Handshake { addr, source } => {
                 write!(f, "HTTP/2 handshake with {addr} failed: {source}")
+            }
+            H2Error::JoinedConnectFailed { addr, cause, .. } => {
+                write!(
+                    f,
+                    "the connect to {addr} that this request waited for failed: {cause}"
+                )
             }
             H2Error::AcquireTimeout { backend, timeout } => write!(
                 f,

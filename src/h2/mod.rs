@@ -73,15 +73,32 @@
 //! 1. takes an available connection (`acquire`). If it is dead, past its lifetime, or has
 //!    received GOAWAY, it is closed and the next one taken; if it is full, it is parked (see
 //!    below) and the next one taken. Otherwise
-//! 2. reserves an empty slot (`reserve`) and connects: TCP with `TCP_NODELAY`, the h2
+//! 2. joins a connect already in progress to that backend, if that connect's expected
+//!    streams are not all spoken for (**connect coalescing**, below), and looks again when
+//!    it completes. Otherwise
+//! 3. reserves an empty slot (`reserve`) and connects: TCP with `TCP_NODELAY`, the h2
 //!    handshake, the connection's driver task, and one PING round trip so that the backend's
 //!    SETTINGS (its stream limit) are known before the first stream; all bounded by the
 //!    connect timeout. Reserving first means two requests never both open a connection for
 //!    the last free slot: the second finds no empty slot and waits. A cancelled or failed
 //!    connect drops its reservation, which empties the slot again and wakes a waiter.
 //!    Otherwise
-//! 3. waits ([`Pool::acquire_wait`], bounded by the acquire timeout) until a slot is
+//! 4. waits ([`Pool::acquire_wait`], bounded by the acquire timeout) until a slot is
 //!    released: a connection regains room for a stream, or a slot empties.
+//!
+//! The waits of steps 2 and 4 together are bounded by the acquire timeout, a connect by the
+//! connect timeout.
+//!
+//! **Connect coalescing.** A connect in progress is expected to carry as many streams as the
+//! backend allowed on its last connection (`SETTINGS_MAX_CONCURRENT_STREAMS` capped by
+//! `max_streams_per_connection`); the request that connects and each request that joins it
+//! take one of those. Only a request that finds them all taken opens another connection, and
+//! at most [`max_connecting_per_backend`](H2PoolBuilder::max_connecting_per_backend) connects
+//! run at once (beyond that, requests join the least subscribed one). So a cold burst of 64
+//! requests to a backend allowing 100 streams opens one connection, not one per slot (RFC
+//! 9113 §9.1). If the connect fails, every request that joined it fails at once with
+//! [`H2Error::JoinedConnectFailed`] (retryable): a backend that refuses connections costs
+//! one attempt per burst. If the connecting request is cancelled, its joiners carry on.
 //!
 //! # Multiplexing: what the token stands for
 //! A slot's token is exclusive, but an HTTP/2 connection carries many streams at once. Here
@@ -180,6 +197,7 @@ mod admission;
 mod batch;
 mod body;
 mod builder;
+mod coalesce;
 mod conn;
 mod connect;
 mod error;
@@ -193,8 +211,8 @@ mod sweep;
 pub use body::Body;
 pub use builder::{
     H2PoolBuilder, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECTION_WINDOW, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_BACKEND, DEFAULT_MAX_LIFETIME,
-    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_WINDOW,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTING_PER_BACKEND, DEFAULT_MAX_CONNECTIONS_PER_BACKEND,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_WINDOW,
 };
 pub use conn::{RecvStream, ResponseFuture};
 pub use error::H2Error;

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::admission::Admission;
+use super::coalesce::Coalescer;
 use super::conn::Conn;
 use super::connect::Connector;
 use super::sweep::{self, Limits};
@@ -50,7 +51,8 @@ impl H2Pool {
         b: H2PoolBuilder,
         runtime: tokio::runtime::Handle,
     ) -> Result<H2Pool, H2Error> {
-        let pools = Arc::new(ConnectionPool::new(b.backends.len(), b.max_connections)?);
+        let backends = b.backends.len();
+        let pools = Arc::new(ConnectionPool::new(backends, b.max_connections)?);
         let mut h2_builder = ::h2::client::Builder::new();
         h2_builder
             .initial_window_size(b.stream_window)
@@ -76,6 +78,9 @@ impl H2Pool {
                     max_streams: b.max_streams,
                     runtime: runtime.clone(),
                 },
+                coalescers: (0..backends)
+                    .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting)))
+                    .collect(),
             },
             limits,
             runtime,
@@ -225,6 +230,16 @@ impl H2Pool {
     /// [`H2Error::UnknownBackend`].
     pub fn stats(&self, backend: usize) -> Result<Stats, H2Error> {
         Ok(self.inner.pools.backend(backend)?.stats())
+    }
+
+    /// How many connects to `backend` are in progress right now (at most
+    /// [`max_connecting_per_backend`](super::H2PoolBuilder::max_connecting_per_backend)).
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn connects_in_progress(&self, backend: usize) -> Result<usize, H2Error> {
+        self.inner.pools.backend(backend)?;
+        Ok(self.inner.admission.coalescers[backend].in_progress())
     }
 
     /// Slot counts summed over all backends.
