@@ -39,7 +39,7 @@ async fn cold_burst(n: usize) -> usize {
     }
     let s = pool.stats(0).unwrap();
     assert_eq!(s.in_use, 0, "{s:?}");
-    assert_eq!(pool.connects_in_progress(0).unwrap(), 0);
+    assert_eq!(pool.health(0).unwrap().connects_in_progress, 0);
     Counters::get(&server.counters.connections)
 }
 
@@ -113,7 +113,7 @@ async fn requests_waiting_for_a_failed_connect_fail_with_it_after_one_attempt() 
     assert_eq!((direct, joined), (1, 63));
     let took = start.elapsed();
     assert_eq!(pool.stats(0).unwrap().in_use, 0);
-    assert_eq!(pool.connects_in_progress(0).unwrap(), 0);
+    assert_eq!(pool.health(0).unwrap().connects_in_progress, 0);
     eprintln!("64 requests to a refusing backend: 1 connect attempt, all failed in {took:?}");
 }
 
@@ -141,7 +141,7 @@ async fn a_cancelled_connect_leaves_its_waiters_to_connect_again() {
     };
     // Let the first start its connect, then have a second wait for it.
     tokio::task::yield_now().await;
-    assert_eq!(pool.connects_in_progress(0).unwrap(), 1);
+    assert_eq!(pool.health(0).unwrap().connects_in_progress, 1);
     let second = {
         let pool = pool.clone();
         tokio::spawn(async move { pool.request(0, get("/second")).await })
@@ -151,7 +151,7 @@ async fn a_cancelled_connect_leaves_its_waiters_to_connect_again() {
     let response = within(10, "second", second).await.unwrap().unwrap();
     assert_eq!(response.body(), "/second");
     assert_eq!(pool.stats(0).unwrap().in_use, 0);
-    assert_eq!(pool.connects_in_progress(0).unwrap(), 0);
+    assert_eq!(pool.health(0).unwrap().connects_in_progress, 0);
 }
 
 #[tokio::test(flavor = "current_thread")]

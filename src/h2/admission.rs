@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::coalesce::{Coalescer, ConnectGuard, Decision, Outcome};
+use super::coalesce::{Coalescer, ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
 use super::connect::Connector;
 use super::{H2Error, ResponseFuture};
@@ -130,6 +130,12 @@ impl Admission {
             backend: pool.backend(),
             timeout,
         };
+        let ejected = |e: Ejected| H2Error::BackendEjected {
+            backend: pool.backend(),
+            addr,
+            until: e.until,
+            failures: e.failures,
+        };
         let coalescer = &self.coalescers[pool.backend()];
         // Set on the first wait: the fast path takes no timer.
         let mut deadline = None;
@@ -149,6 +155,7 @@ impl Admission {
                 Decision::Start(reservation, guard) => {
                     return self.connect_and_claim(pool, addr, reservation, guard).await;
                 }
+                Decision::Ejected(e) => return Err(ejected(e)),
                 Decision::Join(joined) => {
                     let outcome = match deadline {
                         Some(d) => tokio::time::timeout_at(d, joined.outcome())
@@ -183,7 +190,8 @@ impl Admission {
                             }
                         }
                         Checkout::Vacant(reservation) => {
-                            let guard = coalescer.start();
+                            // Dropping the reservation empties the slot again.
+                            let guard = coalescer.start().map_err(ejected)?;
                             return self.connect_and_claim(pool, addr, reservation, guard).await;
                         }
                     }

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::health::{
+    EjectionPolicy, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
+    DEFAULT_MAX_EJECTION_BACKOFF,
+};
 use super::{H2Error, H2Pool};
 
 /// Default for [`H2PoolBuilder::max_connections_per_backend`].
@@ -53,6 +57,7 @@ pub struct H2PoolBuilder {
     pub(super) idle_timeout: Duration,
     pub(super) max_lifetime: Duration,
     pub(super) max_connecting: usize,
+    pub(super) ejection: EjectionPolicy,
     pub(super) stream_window: u32,
     pub(super) connection_window: u32,
 }
@@ -68,6 +73,11 @@ impl H2PoolBuilder {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             max_connecting: DEFAULT_MAX_CONNECTING_PER_BACKEND,
+            ejection: EjectionPolicy {
+                after: DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
+                initial: DEFAULT_EJECTION_BACKOFF,
+                max: DEFAULT_MAX_EJECTION_BACKOFF,
+            },
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
         }
@@ -93,6 +103,31 @@ impl H2PoolBuilder {
     /// for it get [`H2Error::JoinedConnectFailed`] at the same moment.
     pub fn max_connecting_per_backend(mut self, n: usize) -> Self {
         self.max_connecting = n;
+        self
+    }
+
+    /// How many connects to a backend must fail in a row (TCP connect, TLS or HTTP/2
+    /// handshake, or their timeout) to eject it; 0 never ejects. Default
+    /// [`DEFAULT_EJECT_AFTER_CONNECT_FAILURES`] (3).
+    ///
+    /// While a backend is ejected, a request that would need a new connection to it fails
+    /// at once with [`H2Error::BackendEjected`] (retryable: nothing was sent), instead of
+    /// each paying for a connect that will most likely fail; connections already open keep
+    /// serving. When the backoff (see [`ejection_backoff`](Self::ejection_backoff)) runs
+    /// out, one connect is let through: if it succeeds the backend is restored, if it fails
+    /// the backoff doubles. [`H2Pool::health`] shows the state.
+    pub fn eject_after_connect_failures(mut self, n: u32) -> Self {
+        self.ejection.after = n;
+        self
+    }
+
+    /// The first ejection's backoff and its cap: each further failed connect doubles it, up
+    /// to `max`; each is jittered by ±25 % so that backends ejected together do not come
+    /// back together. Defaults [`DEFAULT_EJECTION_BACKOFF`] (1 s) and
+    /// [`DEFAULT_MAX_EJECTION_BACKOFF`] (30 s).
+    pub fn ejection_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.ejection.initial = initial;
+        self.ejection.max = max;
         self
     }
 
@@ -165,6 +200,12 @@ impl H2PoolBuilder {
     pub fn build(self) -> Result<H2Pool, H2Error> {
         if self.backends.is_empty() {
             return Err(H2Error::InvalidConfig("no backends".into()));
+        }
+        if self.ejection.initial.is_zero() || self.ejection.max < self.ejection.initial {
+            return Err(H2Error::InvalidConfig(format!(
+                "ejection_backoff must be non-zero with max >= initial, got {:?} and {:?}",
+                self.ejection.initial, self.ejection.max
+            )));
         }
         if self.max_connecting == 0 {
             return Err(H2Error::InvalidConfig(

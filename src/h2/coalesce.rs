@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use std::time::Instant;
+
+use super::health::{BackendHealth, EjectionPolicy, Gate, Health};
 use super::H2Error;
 use crate::sync::lock;
 
@@ -48,10 +51,13 @@ pub(super) struct Coalescer {
     state: Mutex<State>,
     /// At most this many connects in progress at once (`max_connecting_per_backend`).
     max_connecting: usize,
+    policy: EjectionPolicy,
 }
 
 struct State {
     connecting: Vec<Connecting>,
+    /// Consecutive connect failures and ejection (see `health`).
+    health: Health,
     /// Streams a new connection is expected to carry: the last connection's stream limit, or
     /// `max_streams_per_connection` before the first.
     expected: usize,
@@ -75,6 +81,16 @@ pub(super) enum Decision<R> {
     Start(R, ConnectGuard),
     /// Nothing to join and no empty slot: wait for the pool.
     Wait,
+    /// The backend is ejected: no connect before `until`.
+    Ejected(Ejected),
+}
+
+/// The backend is ejected (see `health`): when the next connect is allowed, and after how
+/// many failures.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ejected {
+    pub(super) until: Instant,
+    pub(super) failures: u32,
 }
 
 /// A request waiting for a connect in progress.
@@ -92,20 +108,23 @@ pub(super) struct ConnectGuard {
 }
 
 impl Coalescer {
-    pub(super) fn new(expected: usize, max_connecting: usize) -> Coalescer {
+    pub(super) fn new(expected: usize, max_connecting: usize, policy: EjectionPolicy) -> Coalescer {
         Coalescer {
             state: Mutex::new(State {
                 connecting: Vec::new(),
+                health: Health::default(),
                 expected: expected.max(1),
                 next_id: 0,
             }),
             max_connecting: max_connecting.max(1),
+            policy,
         }
     }
 
-    /// Joins a connect in progress with a free seat; else starts one in the slot `reserve`
-    /// gives, if fewer than `max_connecting` are in progress; else joins the connect with the
-    /// fewest seats taken; else (nothing in progress, no empty slot) says to wait.
+    /// Joins a connect in progress with a free seat; else, unless the backend is ejected,
+    /// starts one in the slot `reserve` gives if fewer than `max_connecting` are in progress
+    /// (only one while probing an ejected backend); else joins the connect with the fewest
+    /// seats taken; else (nothing in progress, no empty slot) says to wait.
     pub(super) fn join_or_start<R>(
         self: &Arc<Self>,
         reserve: impl FnOnce() -> Option<R>,
@@ -118,21 +137,20 @@ impl Coalescer {
                 outcome: c.outcome.subscribe(),
             });
         }
-        if s.connecting.len() < self.max_connecting {
+        let may_start = match s.health.gate(Instant::now()) {
+            Gate::Open => s.connecting.len() < self.max_connecting,
+            // One probe at a time.
+            Gate::Probe => s.connecting.is_empty(),
+            Gate::Ejected { until, failures } => {
+                if s.connecting.is_empty() {
+                    return Decision::Ejected(Ejected { until, failures });
+                }
+                false
+            }
+        };
+        if may_start {
             if let Some(reservation) = reserve() {
-                let id = s.next_id;
-                s.next_id += 1;
-                let (tx, _) = watch::channel(Outcome::Pending);
-                s.connecting.push(Connecting {
-                    id,
-                    seats: 1,
-                    outcome: tx.clone(),
-                });
-                let guard = ConnectGuard {
-                    coalescer: Arc::clone(self),
-                    id,
-                    outcome: Some(tx),
-                };
+                let guard = self.register(&mut s);
                 return Decision::Start(reservation, guard);
             }
         }
@@ -148,9 +166,17 @@ impl Coalescer {
     }
 
     /// Registers a connect that did not come through [`join_or_start`](Self::join_or_start)
-    /// (a waiter handed an empty slot): joiners may count on it too.
-    pub(super) fn start(self: &Arc<Self>) -> ConnectGuard {
+    /// (a waiter handed an empty slot), unless the backend is ejected: joiners may count on
+    /// it too.
+    pub(super) fn start(self: &Arc<Self>) -> Result<ConnectGuard, Ejected> {
         let mut s = lock(&self.state);
+        if let Gate::Ejected { until, failures } = s.health.gate(Instant::now()) {
+            return Err(Ejected { until, failures });
+        }
+        Ok(self.register(&mut s))
+    }
+
+    fn register(self: &Arc<Self>, s: &mut State) -> ConnectGuard {
         let id = s.next_id;
         s.next_id += 1;
         let (tx, _) = watch::channel(Outcome::Pending);
@@ -166,18 +192,37 @@ impl Coalescer {
         }
     }
 
-    /// How many connects to the backend are in progress.
-    pub(super) fn in_progress(&self) -> usize {
-        lock(&self.state).connecting.len()
+    /// The backend's health and connects in progress.
+    pub(super) fn health(&self) -> BackendHealth {
+        let s = lock(&self.state);
+        s.health.snapshot(s.connecting.len())
     }
 
-    fn finish(&self, id: u64, expected: Option<usize>) {
+    fn finish(&self, id: u64, how: Finish) {
         let mut s = lock(&self.state);
         s.connecting.retain(|c| c.id != id);
-        if let Some(expected) = expected {
-            s.expected = expected.max(1);
+        match how {
+            Finish::Connected(limit) => {
+                s.expected = limit.max(1);
+                s.health.succeeded();
+            }
+            Finish::Failed { counts: true } => {
+                s.health.failed(Instant::now(), &self.policy);
+            }
+            Finish::Failed { counts: false } | Finish::Cancelled => {}
         }
     }
+}
+
+/// How a connect ended, for the coalescer's bookkeeping.
+enum Finish {
+    Connected(usize),
+    /// `counts`: a failure of the backend (connect, TLS or HTTP/2 handshake), which counts
+    /// towards its ejection.
+    Failed {
+        counts: bool,
+    },
+    Cancelled,
 }
 
 impl Joined {
@@ -200,7 +245,7 @@ impl ConnectGuard {
     /// The connect succeeded; `limit` is the new connection's stream limit, which the next
     /// connects are expected to offer.
     pub(super) fn connected(mut self, limit: usize) {
-        self.coalescer.finish(self.id, Some(limit));
+        self.coalescer.finish(self.id, Finish::Connected(limit));
         if let Some(tx) = self.outcome.take() {
             tx.send_replace(Outcome::Connected);
         }
@@ -209,7 +254,11 @@ impl ConnectGuard {
     /// The connect failed with `error`; the joiners fail with its description (an
     /// [`H2Error`] carries sources that cannot be cloned).
     pub(super) fn failed(mut self, error: &H2Error) {
-        self.coalescer.finish(self.id, None);
+        let counts = matches!(
+            error,
+            H2Error::Connect { .. } | H2Error::ConnectTimeout { .. } | H2Error::Handshake { .. }
+        );
+        self.coalescer.finish(self.id, Finish::Failed { counts });
         if let Some(tx) = self.outcome.take() {
             let failed = Arc::new((error.to_string(), error.is_retryable()));
             tx.send_replace(Outcome::Failed(failed));
@@ -220,7 +269,7 @@ impl ConnectGuard {
 impl Drop for ConnectGuard {
     fn drop(&mut self) {
         if let Some(tx) = self.outcome.take() {
-            self.coalescer.finish(self.id, None);
+            self.coalescer.finish(self.id, Finish::Cancelled);
             tx.send_replace(Outcome::Cancelled);
         }
     }

@@ -58,6 +58,20 @@ pub enum H2Error {
         /// error is not).
         retryable: bool,
     },
+    /// The backend is ejected after consecutive connect failures (see
+    /// [`H2PoolBuilder::eject_after_connect_failures`](super::H2PoolBuilder::eject_after_connect_failures)),
+    /// and the request needed a new connection: it failed at once instead of paying for
+    /// another connect. Nothing was sent; another backend may serve it.
+    BackendEjected {
+        /// The backend index.
+        backend: usize,
+        /// The backend's address.
+        addr: SocketAddr,
+        /// When the next connect (a probe) will be let through.
+        until: std::time::Instant,
+        /// Consecutive connect failures so far.
+        failures: u32,
+    },
     /// Every connection slot of the backend stayed busy (each connection carrying as many
     /// streams as it may, or being opened) for longer than the acquire timeout.
     AcquireTimeout {
@@ -170,6 +184,7 @@ impl H2Error {
             | H2Error::AcquireTimeout { .. }
             | H2Error::ConnectionFull { .. } => true,
             H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
+            H2Error::BackendEjected { .. } => true,
             H2Error::ConnectionLost {
                 source,
                 replay_safe,
@@ -220,6 +235,17 @@ impl fmt::Display for H2Error {
                     "the connect to {addr} that this request waited for failed: {cause}"
                 )
             }
+            H2Error::BackendEjected {
+                backend,
+                addr,
+                until,
+                failures,
+            } => write!(
+                f,
+                "backend {backend} ({addr}) is ejected after {failures} consecutive connect \
+                 failures; the next connect is allowed in {:?}",
+                until.saturating_duration_since(std::time::Instant::now())
+            ),
             H2Error::AcquireTimeout { backend, timeout } => write!(
                 f,
                 "no connection to backend {backend} could take a request within {timeout:?}"

@@ -162,6 +162,16 @@
 //! to another connection; streams already running on it finish. A failed connection affects
 //! only the requests on it.
 //!
+//! **Backend ejection.** Consecutive failed connects (3 by default,
+//! [`eject_after_connect_failures`](H2PoolBuilder::eject_after_connect_failures)) eject the
+//! backend for a backoff that doubles with each further failure (1 s to 30 s by default,
+//! jittered ±25 %): meanwhile a request that needs a new connection to it fails at once with
+//! [`H2Error::BackendEjected`] (retryable, and it says until when) instead of paying for a
+//! connect, and connections already open keep serving. When the backoff runs out one
+//! connect goes through as a probe (other requests join it); its success restores the
+//! backend. [`H2Pool::health`] shows the state. Health is passive: it is learnt from the
+//! connects requests make anyway.
+//!
 //! A sweeper task closes connections that are idle (no stream for the idle timeout) or older
 //! than the maximum lifetime (an over-age connection's running streams finish first); it
 //! stops when the last clone of the [`H2Pool`] is dropped. It uses
@@ -201,6 +211,7 @@ mod coalesce;
 mod conn;
 mod connect;
 mod error;
+mod health;
 mod lease;
 mod normalize;
 mod pool;
@@ -216,6 +227,10 @@ pub use builder::{
 };
 pub use conn::{RecvStream, ResponseFuture};
 pub use error::H2Error;
+pub use health::{
+    BackendHealth, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
+    DEFAULT_MAX_EJECTION_BACKOFF,
+};
 pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};

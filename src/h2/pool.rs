@@ -14,6 +14,7 @@ use super::coalesce::Coalescer;
 use super::conn::Conn;
 use super::connect::Connector;
 use super::sweep::{self, Limits};
+use super::BackendHealth;
 use super::{H2Error, H2Lease, H2PoolBuilder, ResponseFuture};
 use crate::{ConnectionPool, Pool, Stats};
 
@@ -79,7 +80,7 @@ impl H2Pool {
                     runtime: runtime.clone(),
                 },
                 coalescers: (0..backends)
-                    .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting)))
+                    .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting, b.ejection)))
                     .collect(),
             },
             limits,
@@ -232,14 +233,15 @@ impl H2Pool {
         Ok(self.inner.pools.backend(backend)?.stats())
     }
 
-    /// How many connects to `backend` are in progress right now (at most
+    /// `backend`'s health: consecutive connect failures, whether (and until when) it is
+    /// ejected, and its connects in progress (at most
     /// [`max_connecting_per_backend`](super::H2PoolBuilder::max_connecting_per_backend)).
     ///
     /// # Errors
     /// [`H2Error::UnknownBackend`].
-    pub fn connects_in_progress(&self, backend: usize) -> Result<usize, H2Error> {
+    pub fn health(&self, backend: usize) -> Result<BackendHealth, H2Error> {
         self.inner.pools.backend(backend)?;
-        Ok(self.inner.admission.coalescers[backend].in_progress())
+        Ok(self.inner.admission.coalescers[backend].health())
     }
 
     /// Slot counts summed over all backends.
