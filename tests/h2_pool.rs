@@ -316,11 +316,16 @@ async fn backend_killed_and_restarted_under_load_nothing_hangs() {
                             ok += 1;
                         }
                         Err(H2Error::ConnectionLost { .. }) => lost += 1,
-                        // Refused: by this request's connect, or by the one it waited for.
-                        Err(H2Error::Connect { .. } | H2Error::JoinedConnectFailed { .. }) => {
+                        // Refused: by this request's connect, by the one it waited for, or
+                        // at once while the backend is ejected (up to 1.25 s after three).
+                        Err(
+                            H2Error::Connect { .. }
+                            | H2Error::JoinedConnectFailed { .. }
+                            | H2Error::BackendEjected { .. },
+                        ) => {
                             refused += 1;
                             // Do not spin on a closed port; wait for the next phase.
-                            tokio::task::yield_now().await;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         Err(other) => panic!("unexpected error: {other:?}"),
                     }

@@ -88,6 +88,12 @@ impl Claim<'_> {
         // `self` drops here and gives the slot back.
     }
 
+    /// Gives the claim up without opening its stream, and closes the connection (the pool
+    /// was shut down while the claim was made: a connection opened meanwhile must not stay).
+    pub(super) fn discard(mut self) {
+        self.usable = false;
+    }
+
     /// Gives up the counted stream but keeps the slot: for a lease, which counts its streams
     /// itself.
     pub(super) fn into_held(mut self) -> (Token, Arc<Shared>) {
@@ -140,6 +146,10 @@ impl Admission {
         // Set on the first wait: the fast path takes no timer.
         let mut deadline = None;
         loop {
+            // Shut down (before or while this request waited): no new stream, no connect.
+            if self.connector.drivers.is_closed() {
+                return Err(H2Error::Shutdown);
+            }
             // Fast path. Each failed `claim` parks or closes the connection it looked at, so
             // the loop soon runs out of available connections (it goes on only while streams
             // ending elsewhere keep handing connections back, and then `claim` succeeds).
@@ -207,6 +217,10 @@ impl Admission {
         reservation: Reservation<'_, Conn>,
         guard: ConnectGuard,
     ) -> Result<Claim<'p>, H2Error> {
+        if self.connector.drivers.is_closed() {
+            // The joiners look again and find the pool closed too.
+            return Err(H2Error::Shutdown);
+        }
         let token = match self.connector.connect(pool, addr, reservation).await {
             Ok(token) => token,
             Err(e) => {

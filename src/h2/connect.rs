@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::batch::YieldBeforePoll;
 use super::conn::{Conn, Shared};
+use super::shutdown::{DriverGuard, Drivers};
 use super::H2Error;
 use crate::{ConnId, Pool, Reservation, Token};
 
@@ -21,6 +22,8 @@ pub(super) struct Connector {
     /// `max_streams_per_connection`: a new connection's stream limit until it is first used.
     pub(super) max_streams: usize,
     pub(super) runtime: tokio::runtime::Handle,
+    /// The pool's driver tasks, for graceful shutdown.
+    pub(super) drivers: Arc<Drivers>,
 }
 
 impl Connector {
@@ -60,8 +63,9 @@ impl Connector {
             // The driver gets the id before the slot is filled: if the connection dies at
             // once, its `drain` marks the reserved slot, and the release after the first
             // stream closes it.
+            let driver = self.drivers.start();
             self.runtime
-                .spawn(drive(connection, Arc::clone(&shared), id));
+                .spawn(drive(connection, Arc::clone(&shared), id, driver));
             if let Some(mut ping_pong) = ping_pong {
                 ping_pong
                     .ping(::h2::Ping::opaque())
@@ -97,15 +101,22 @@ fn handshake_error(addr: SocketAddr, e: ::h2::Error) -> H2Error {
 /// the pool dropped its handle and every stream finished), then takes it out of the pool by
 /// its id: closed now if idle or full, or when its current holder releases it. Streams on
 /// other connections never notice.
+///
+/// At a shutdown's deadline (see [`Drivers`]) the connection is dropped with its streams
+/// still running: the socket closes and those streams fail.
 async fn drive(
     connection: ::h2::client::Connection<TcpStream, Bytes>,
     shared: Arc<Shared>,
     id: ConnId,
+    driver: DriverGuard,
 ) {
     // The outcome does not matter here: requests on this connection get the error from their
     // own streams, and new requests go elsewhere either way. Each wake-up first lets the
     // tasks that woke it queue their frames, so that one write carries them all.
-    let _ = YieldBeforePoll::new(connection).await;
+    tokio::select! {
+        _ = YieldBeforePoll::new(connection) => {}
+        () = driver.cut() => {}
+    }
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };
     match parked {
@@ -119,4 +130,6 @@ async fn drive(
             pool.drain(id);
         }
     }
+    // `driver` ends here: the shutdown counts this connection closed.
+    drop(driver);
 }

@@ -125,6 +125,9 @@ pub enum H2Error {
     /// [`H2Pool::send`](super::H2Pool::send): the request body failed while it was being
     /// sent; the stream was reset. The backend may have processed part of the request.
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
+    /// [`H2Pool::shutdown`](super::H2Pool::shutdown) has begun: the pool takes no new
+    /// requests. Nothing was sent. Not retryable on this pool.
+    Shutdown,
     /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
     /// connection drivers on the runtime it is built in).
     NoRuntime,
@@ -200,6 +203,7 @@ impl H2Error {
             | H2Error::InvalidRequest(_)
             | H2Error::RequestBody(_)
             | H2Error::NoRuntime
+            | H2Error::Shutdown
             | H2Error::InvalidConfig(_) => false,
         }
     }
@@ -263,6 +267,7 @@ impl fmt::Display for H2Error {
             H2Error::Protocol(source) => write!(f, "HTTP/2 error: {source}"),
             H2Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),
             H2Error::RequestBody(e) => write!(f, "the request body failed: {e}"),
+            H2Error::Shutdown => f.write_str("the pool is shut down"),
             H2Error::NoRuntime => {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")
             }

@@ -179,6 +179,13 @@
 //! look at it; a request arriving in that moment may open a new connection instead. The
 //! sweeper runs every quarter of the shorter of the two timeouts (10 ms to 5 s).
 //!
+//! # Shutdown
+//! [`H2Pool::shutdown`] closes the pool to new requests ([`H2Error::Shutdown`]), drains
+//! every connection (idle ones close at once with GOAWAY, busy ones when their streams
+//! finish), stops the sweeper, and at its deadline closes what is left with its streams;
+//! it returns a [`ShutdownReport`] once every connection is closed. Dropping every handle
+//! without it still releases everything.
+//!
 //! # Errors and cancellation
 //! Every failure is an [`H2Error`]; nothing panics on network conditions.
 //! [`H2Error::is_retryable`] says when a failed request was certainly not processed by the
@@ -217,6 +224,7 @@ mod normalize;
 mod pool;
 mod send;
 mod service;
+mod shutdown;
 mod sweep;
 
 pub use body::Body;
@@ -234,3 +242,4 @@ pub use health::{
 pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};
+pub use shutdown::ShutdownReport;

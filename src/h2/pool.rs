@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -13,8 +13,9 @@ use super::admission::Admission;
 use super::coalesce::Coalescer;
 use super::conn::Conn;
 use super::connect::Connector;
+use super::shutdown::Drivers;
 use super::sweep::{self, Limits};
-use super::BackendHealth;
+use super::{BackendHealth, ShutdownReport};
 use super::{H2Error, H2Lease, H2PoolBuilder, ResponseFuture};
 use crate::{ConnectionPool, Pool, Stats};
 
@@ -38,8 +39,10 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// The next backend for a request sent through the `Service` without a `Backend`.
     next_backend: AtomicUsize,
-    /// Dropped with the pool, which stops the sweeper at once.
-    _stop_sweeper: oneshot::Sender<()>,
+    /// Dropped with the pool (or taken by `shutdown`), which stops the sweeper at once.
+    stop_sweeper: Mutex<Option<oneshot::Sender<()>>>,
+    /// The connection driver tasks, and whether the pool is shut down.
+    drivers: Arc<Drivers>,
 }
 
 impl H2Pool {
@@ -65,6 +68,7 @@ impl H2Pool {
             max_lifetime: b.max_lifetime,
         };
         let (stop_tx, stop_rx) = oneshot::channel();
+        let drivers = Arc::new(Drivers::default());
         runtime.spawn(sweep::sweep(Arc::downgrade(&pools), limits, stop_rx));
         let inner = Arc::new(Inner {
             pools,
@@ -78,6 +82,7 @@ impl H2Pool {
                     connect_timeout: b.connect_timeout,
                     max_streams: b.max_streams,
                     runtime: runtime.clone(),
+                    drivers: Arc::clone(&drivers),
                 },
                 coalescers: (0..backends)
                     .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting, b.ejection)))
@@ -86,9 +91,68 @@ impl H2Pool {
             limits,
             runtime,
             next_backend: AtomicUsize::new(0),
-            _stop_sweeper: stop_tx,
+            stop_sweeper: Mutex::new(Some(stop_tx)),
+            drivers,
         });
         Ok(H2Pool { inner })
+    }
+
+    /// [`H2Error::Shutdown`] once [`shutdown`](H2Pool::shutdown) has begun.
+    fn check_open(&self) -> Result<(), H2Error> {
+        if self.inner.drivers.is_closed() {
+            return Err(H2Error::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Whether [`shutdown`](H2Pool::shutdown) has begun (new requests fail with
+    /// [`H2Error::Shutdown`]).
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.drivers.is_closed()
+    }
+
+    /// Shuts the pool down gracefully, and returns once every connection is closed:
+    /// 1. new requests (and requests still waiting for a connection) fail with
+    ///    [`H2Error::Shutdown`]; no connection is opened any more;
+    /// 2. every connection is drained: idle ones close at once (h2 ends a connection with
+    ///    GOAWAY once it has no stream left), busy ones once their running streams finish;
+    ///    the sweeper stops;
+    /// 3. at `deadline`, connections still carrying streams are closed with them (the
+    ///    socket closes; those requests fail with [`H2Error::ConnectionLost`]): h2's client
+    ///    cannot send GOAWAY while streams are open.
+    ///
+    /// Returns how many connections were open and how many of them were cut at the
+    /// deadline. Calling it again (or from a clone) finds nothing left and returns at once.
+    /// Dropping every handle without calling it still releases everything: idle
+    /// connections close, busy ones when their streams end.
+    ///
+    /// # Examples
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use tokenpool::h2::{H2Error, H2Pool};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = H2Pool::builder(["127.0.0.1:9".parse()?]).build()?;
+    /// let report = pool.shutdown(Instant::now() + Duration::from_secs(5)).await;
+    /// assert_eq!(report.cut_at_deadline, 0);
+    /// let request = http::Request::get("http://backend/").body(bytes::Bytes::new())?;
+    /// assert!(matches!(pool.request(0, request).await, Err(H2Error::Shutdown)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        let drivers = &self.inner.drivers;
+        drivers.close();
+        // Stop the sweeper: there is nothing left for it to do.
+        drop(crate::sync::lock(&self.inner.stop_sweeper).take());
+        let connections = drivers.running();
+        self.inner.pools.drain_all();
+        // Requests waiting for a slot are woken by the drain (slots empty) and find the pool
+        // closed; those joining a connect find out when it ends.
+        let cut_at_deadline = drivers.wait_or_cut(deadline).await;
+        ShutdownReport {
+            connections,
+            cut_at_deadline,
+        }
     }
 
     /// Runs `task` on the pool's runtime.
@@ -143,7 +207,13 @@ impl H2Pool {
         end_of_stream: bool,
     ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
         let (pool, addr) = self.backend_pool(backend)?;
+        self.check_open()?;
         let claim = self.inner.admission.checkout(pool, addr).await?;
+        if let Err(e) = self.check_open() {
+            // Shut down while it waited or connected: no stream, and the connection goes.
+            claim.discard();
+            return Err(e);
+        }
         claim.open(request, end_of_stream)
     }
 
