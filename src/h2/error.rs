@@ -125,6 +125,30 @@ pub enum H2Error {
     /// [`H2Pool::send`](super::H2Pool::send): the request body failed while it was being
     /// sent; the stream was reset. The backend may have processed part of the request.
     RequestBody(Box<dyn std::error::Error + Send + Sync>),
+    /// [`H2Pool::send`](super::H2Pool::send): the request's time limit
+    /// ([`request_timeout`](super::H2PoolBuilder::request_timeout) or
+    /// [`Timeouts::request`](super::Timeouts::request)) ran out. The stream, if one was
+    /// opened, was reset with `CANCEL` and no longer counts against its connection.
+    RequestTimeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The limit that ran out.
+        timeout: Duration,
+        /// Whether the request head had been handed to a connection when the limit ran out
+        /// (after that, the backend may have processed the request).
+        sent: bool,
+    },
+    /// [`H2Pool::send`](super::H2Pool::send): no response head came within the response-header
+    /// limit ([`response_header_timeout`](super::H2PoolBuilder::response_header_timeout) or
+    /// [`Timeouts::response_header`](super::Timeouts::response_header)) after the request was
+    /// sent. The stream was reset with `CANCEL` and no longer counts against its connection.
+    /// Not retryable: the backend may be processing the request.
+    ResponseHeaderTimeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The limit that ran out.
+        timeout: Duration,
+    },
     /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
     /// connection drivers on the runtime it is built in).
     NoRuntime,
@@ -185,6 +209,9 @@ impl H2Error {
             | H2Error::ConnectionFull { .. } => true,
             H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
             H2Error::BackendEjected { .. } => true,
+            // Before the head was handed to a connection nothing reached the backend; after,
+            // it may be processing the request (a stuck backend looks the same as a slow one).
+            H2Error::RequestTimeout { sent, .. } => !sent,
             H2Error::ConnectionLost {
                 source,
                 replay_safe,
@@ -199,6 +226,7 @@ impl H2Error {
             H2Error::UnknownBackend { .. }
             | H2Error::InvalidRequest(_)
             | H2Error::RequestBody(_)
+            | H2Error::ResponseHeaderTimeout { .. }
             | H2Error::NoRuntime
             | H2Error::InvalidConfig(_) => false,
         }
@@ -263,6 +291,23 @@ impl fmt::Display for H2Error {
             H2Error::Protocol(source) => write!(f, "HTTP/2 error: {source}"),
             H2Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),
             H2Error::RequestBody(e) => write!(f, "the request body failed: {e}"),
+            H2Error::RequestTimeout {
+                addr,
+                timeout,
+                sent,
+            } => write!(
+                f,
+                "the request to {addr} timed out after {timeout:?} ({})",
+                if *sent {
+                    "after it was sent"
+                } else {
+                    "before it was sent"
+                }
+            ),
+            H2Error::ResponseHeaderTimeout { addr, timeout } => write!(
+                f,
+                "no response head from {addr} within {timeout:?} of sending the request"
+            ),
             H2Error::NoRuntime => {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")
             }
@@ -335,5 +380,25 @@ mod tests {
         ));
         let refused = ::h2::Error::from(::h2::Reason::REFUSED_STREAM);
         assert!(H2Error::from_h2(addr, refused).is_retryable());
+    }
+
+    #[test]
+    fn timeouts_are_retryable_only_before_the_request_was_sent() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let timeout = Duration::from_millis(5);
+        let unsent = H2Error::RequestTimeout {
+            addr,
+            timeout,
+            sent: false,
+        };
+        assert!(unsent.is_retryable());
+        assert!(unsent.to_string().contains("before it was sent"));
+        let sent = H2Error::RequestTimeout {
+            addr,
+            timeout,
+            sent: true,
+        };
+        assert!(!sent.is_retryable());
+        assert!(!H2Error::ResponseHeaderTimeout { addr, timeout }.is_retryable());
     }
 }

@@ -218,6 +218,7 @@ mod pool;
 mod send;
 mod service;
 mod sweep;
+mod timeouts;
 
 pub use body::Body;
 pub use builder::{
@@ -234,3 +235,4 @@ pub use health::{
 pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};
+pub use timeouts::Timeouts;
