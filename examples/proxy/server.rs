@@ -201,6 +201,9 @@ pub struct Counters {
     pub connections_closed: AtomicU64,
     /// Client connections the proxy closed for a limit (handshake, idle, resets).
     pub connections_limited: AtomicU64,
+    /// Requests the client reset (or went away from) before the whole response was
+    /// delivered.
+    pub client_resets: AtomicU64,
 }
 
 /// A snapshot of [`Counters`] plus the per-backend forward counts.
@@ -220,6 +223,8 @@ pub struct CountersSnapshot {
     pub connections_closed: u64,
     /// See [`Counters::connections_limited`].
     pub connections_limited: u64,
+    /// See [`Counters::client_resets`].
+    pub client_resets: u64,
     /// Per backend: responses forwarded from it.
     pub forwarded: Vec<u64>,
 }
@@ -266,6 +271,7 @@ impl Proxy {
             connections_accepted: c.connections_accepted.load(Ordering::Relaxed),
             connections_closed: c.connections_closed.load(Ordering::Relaxed),
             connections_limited: c.connections_limited.load(Ordering::Relaxed),
+            client_resets: c.client_resets.load(Ordering::Relaxed),
             forwarded: self
                 .forwarded
                 .iter()
@@ -839,6 +845,8 @@ struct ClientConn {
     resets: Mutex<(Instant, u32)>,
     /// Notified when the connection must be dropped at once (too many resets).
     kill: Notify,
+    /// Set with `kill`, and looked at on every watchdog tick too.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl ClientConn {
@@ -852,6 +860,7 @@ impl ClientConn {
             accepted: now,
             resets: Mutex::new((now, 0)),
             kill: Notify::new(),
+            killed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -868,13 +877,17 @@ impl ClientConn {
         }
         r.1 += 1;
         if r.1 > limits.max_resets_per_window {
+            // Relaxed: a flag only; the watchdog acts on it alone.
+            self.killed.store(true, Ordering::Relaxed);
             self.kill.notify_one();
         }
     }
 }
 
-/// Counts one request as in flight until dropped; dropped before [`Active::finish`] (the
-/// service future cancelled because the client reset the stream), it counts a reset.
+/// Counts one request as in flight until dropped. Dropped unfinished (the client reset the
+/// stream or went away before the whole response was delivered: the service future was
+/// cancelled, or the response dropped before its end), it counts against the connection's
+/// reset budget.
 struct Active {
     conn: Arc<ClientConn>,
     limits_owner: Arc<Proxy>,
@@ -898,7 +911,10 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         if !self.finished {
-            self.conn.count_reset(&self.limits_owner.limits);
+            // Relaxed: statistics only.
+            let proxy = &self.limits_owner;
+            proxy.counters.client_resets.fetch_add(1, Ordering::Relaxed);
+            self.conn.count_reset(&proxy.limits);
         }
         // Relaxed: see `new`.
         self.conn
@@ -1027,16 +1043,12 @@ pub async fn serve(
             hyper::service::service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
                 let state = Arc::clone(&state);
-                let mut active = Active::new(&state, &proxy);
+                let active = Active::new(&state, &proxy);
                 async move {
                     let share = Some(Arc::clone(&state.share));
                     let response = Arc::clone(&proxy).handle(req, client, share).await;
-                    active.finished = true;
-                    // In flight until the response body is done.
-                    Ok::<_, Infallible>(response.map(|body| Tracked {
-                        body,
-                        _active: active,
-                    }))
+                    // In flight until the response body is done; see `Tracked`.
+                    Ok::<_, Infallible>(response.map(|body| Tracked { body, active }))
                 }
             })
         };
@@ -1067,6 +1079,11 @@ pub async fn serve(
                         closing = Some(Instant::now() + SHUTDOWN_GRACE);
                     }
                     () = tokio::time::sleep(tick) => {
+                        // Relaxed: see `count_reset`.
+                        if state.killed.load(Ordering::Relaxed) {
+                            limited = true;
+                            break;
+                        }
                         if let Some(deadline) = closing {
                             if Instant::now() >= deadline {
                                 break;
@@ -1116,10 +1133,18 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// A response body, counting its request as in flight (for the idle timeout) until it is
-/// done or dropped.
+/// done or dropped; dropped before its end, the request counts as reset by the client. (A
+/// handler that finished only because the client's reset broke its request body still
+/// counts: hyper drops its response undelivered.)
 pub struct Tracked {
     body: ProxyBody,
-    _active: Active,
+    active: Active,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.active.finished = self.body.is_end_stream();
+    }
 }
 
 impl Body for Tracked {
