@@ -191,15 +191,18 @@ impl H2Error {
 
     /// True when the request can be sent again safely (to this backend or another):
     /// - the backend certainly did not process it, whatever its method: it was never sent
-    ///   (connect failed or timed out, no connection had room in time), or the backend
-    ///   refused the stream (`REFUSED_STREAM`, or a GOAWAY from the backend whose last stream
-    ///   id excluded it; RFC 9113 §8.7);
+    ///   (connect failed or timed out, no connection had room in time, its time limit ran
+    ///   out before its head was handed to a connection: [`H2Error::RequestTimeout`] with
+    ///   `sent: false`), or the backend refused the stream (`REFUSED_STREAM`, or a GOAWAY
+    ///   from the backend whose last stream id excluded it; RFC 9113 §8.7);
     /// - or it was lost after it was sent (stream reset, connection failed) but it is
     ///   idempotent and had no body, as [`H2Pool::send`](super::H2Pool::send) records in
     ///   `replay_safe` (see [`H2Error::StreamReset`]).
     ///
     /// Otherwise a stream reset or a failed connection may have left the request processed,
-    /// and it is not retryable.
+    /// and it is not retryable. A time limit that ran out after the head was sent is never
+    /// retryable, whatever the method: the backend may still be processing the request
+    /// (a proxy may still choose to send an idempotent request elsewhere, RFC 9110 §9.2.2).
     pub fn is_retryable(&self) -> bool {
         match self {
             H2Error::Connect { .. }
