@@ -241,3 +241,28 @@ async fn zero_timeouts_are_rejected() {
         assert!(matches!(b.build(), Err(H2Error::InvalidConfig(_))));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_applies_the_timeouts_extension() {
+    use tower::ServiceExt;
+
+    let (addr, mut resets) = stuck_backend(Stuck::BeforeHead).await;
+    // No pool-wide limit: the extension alone bounds the request.
+    let pool = H2Pool::builder([addr]).build().unwrap();
+    let mut request = get();
+    request.extensions_mut().insert(Timeouts {
+        request: Some(Duration::from_millis(100)),
+        response_header: None,
+    });
+    let err = tokio::time::timeout(LIMIT, pool.clone().oneshot(request))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    assert!(
+        matches!(err, H2Error::RequestTimeout { sent: true, timeout, .. }
+            if timeout == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    assert_eq!(next_reset(&mut resets).await, h2::Reason::CANCEL);
+    assert_freed(&pool).await;
+}
