@@ -868,8 +868,8 @@ impl ClientConn {
         u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A request cancelled by the client before its response head: counts against the reset
-    /// budget, and past it asks the watchdog to drop the connection.
+    /// A request the client cancelled before its whole response was delivered: counts
+    /// against the reset budget, and past it asks the watchdog to drop the connection.
     fn count_reset(&self, limits: &Limits) {
         let mut r = lock(&self.resets);
         if r.0.elapsed() >= limits.reset_window {
@@ -890,7 +890,7 @@ impl ClientConn {
 /// reset budget.
 struct Active {
     conn: Arc<ClientConn>,
-    limits_owner: Arc<Proxy>,
+    proxy: Arc<Proxy>,
     finished: bool,
 }
 
@@ -902,7 +902,7 @@ impl Active {
         conn.active.fetch_add(1, Ordering::Relaxed);
         Active {
             conn: Arc::clone(conn),
-            limits_owner: Arc::clone(proxy),
+            proxy: Arc::clone(proxy),
             finished: false,
         }
     }
@@ -912,9 +912,9 @@ impl Drop for Active {
     fn drop(&mut self) {
         if !self.finished {
             // Relaxed: statistics only.
-            let proxy = &self.limits_owner;
-            proxy.counters.client_resets.fetch_add(1, Ordering::Relaxed);
-            self.conn.count_reset(&proxy.limits);
+            let counters = &self.proxy.counters;
+            counters.client_resets.fetch_add(1, Ordering::Relaxed);
+            self.conn.count_reset(&self.proxy.limits);
         }
         // Relaxed: see `new`.
         self.conn
