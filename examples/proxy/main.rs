@@ -30,6 +30,24 @@ options:
   --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
+
+limits (each keeps one client or one backend from taking the proxy down; 0 is not allowed):
+  --response-header-timeout-ms MS  a backend must answer within this (default 30000)
+  --request-timeout-ms MS       a whole exchange, response body included (default 300000)
+  --max-client-connections N    client connections open at once (default 1000)
+  --header-read-timeout-ms MS   HTTP/1.1 request headers must arrive within this (default 10000)
+  --handshake-timeout-ms MS     a new connection's first request head within this (default 10000)
+  --idle-timeout-ms MS          close client connections idle this long (default 60000)
+  --keep-alive-interval-ms MS   PING h2 clients this often (default 30000)
+  --body-stall-timeout-ms MS    a request body silent this long fails with 408 (default 10000)
+  --max-streams-per-client-conn N  SETTINGS_MAX_CONCURRENT_STREAMS for h2 clients (default 100)
+  --backend-share-per-conn N    requests of one client connection at the backends at once
+                                (default 32)
+  --max-resets N                cancelled requests per reset window before the connection
+                                is closed (default 200)
+  --reset-window-ms MS          the reset window (default 10000)
+  --max-pending-accept-resets N hyper's max_pending_accept_reset_streams (default 20)
+  --max-local-error-resets N    hyper's max_local_error_reset_streams (default 50)
   -h, --help                    this text
 
 Ctrl-C shuts down cleanly and prints per-backend pool stats.";
@@ -45,6 +63,9 @@ struct Args {
     max_conns: usize,
     connect_timeout: Duration,
     acquire_timeout: Duration,
+    response_header_timeout: Duration,
+    request_timeout: Duration,
+    limits: server::Limits,
 }
 
 /// `Ok(None)` means `--help` was asked for.
@@ -56,6 +77,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         max_conns: 4,
         connect_timeout: Duration::from_millis(1000),
         acquire_timeout: Duration::from_millis(2000),
+        response_header_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(300),
+        limits: server::Limits::default(),
     };
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -83,14 +107,59 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             }
             "--max-conns-per-backend" => parsed.max_conns = parse_positive(&flag, &value()?)?,
             "--connect-timeout-ms" => parsed.connect_timeout = parse_millis(&flag, &value()?)?,
-            "--acquire-timeout-ms" => parsed.acquire_timeout = parse_millis(&flag, &value()?)?,
-            _ => return Err(format!("unknown argument '{flag}'")),
+            "--acquire-timeout-ms" => {
+                parsed.acquire_timeout = parse_millis(&flag, &value()?)?;
+                parsed.limits.share_wait = parsed.acquire_timeout;
+            }
+            "--response-header-timeout-ms" => {
+                parsed.response_header_timeout = parse_millis(&flag, &value()?)?;
+            }
+            "--request-timeout-ms" => parsed.request_timeout = parse_millis(&flag, &value()?)?,
+            _ => parse_limit(&mut parsed.limits, &flag, &mut value)?,
         }
     }
     if parsed.backends.is_empty() {
         return Err("at least one --backend ADDR is required".to_string());
     }
     Ok(Some(parsed))
+}
+
+/// The `Limits` flags; anything else is an unknown argument.
+fn parse_limit(
+    limits: &mut server::Limits,
+    flag: &str,
+    value: &mut impl FnMut() -> Result<String, String>,
+) -> Result<(), String> {
+    match flag {
+        "--max-client-connections" => {
+            limits.max_client_connections = parse_positive(flag, &value()?)?
+        }
+        "--header-read-timeout-ms" => limits.header_read_timeout = parse_millis(flag, &value()?)?,
+        "--handshake-timeout-ms" => limits.handshake_timeout = parse_millis(flag, &value()?)?,
+        "--idle-timeout-ms" => limits.idle_timeout = parse_millis(flag, &value()?)?,
+        "--keep-alive-interval-ms" => limits.keep_alive_interval = parse_millis(flag, &value()?)?,
+        "--body-stall-timeout-ms" => limits.body_stall_timeout = parse_millis(flag, &value()?)?,
+        "--max-streams-per-client-conn" => {
+            limits.max_streams_per_connection = u32::try_from(parse_positive(flag, &value()?)?)
+                .map_err(|_| format!("{flag} is at most {}", u32::MAX))?;
+        }
+        "--backend-share-per-conn" => {
+            limits.backend_share_per_connection = parse_positive(flag, &value()?)?;
+        }
+        "--max-resets" => {
+            limits.max_resets_per_window = u32::try_from(parse_positive(flag, &value()?)?)
+                .map_err(|_| format!("{flag} is at most {}", u32::MAX))?;
+        }
+        "--reset-window-ms" => limits.reset_window = parse_millis(flag, &value()?)?,
+        "--max-pending-accept-resets" => {
+            limits.max_pending_accept_reset_streams = parse_positive(flag, &value()?)?;
+        }
+        "--max-local-error-resets" => {
+            limits.max_local_error_reset_streams = parse_positive(flag, &value()?)?;
+        }
+        _ => return Err(format!("unknown argument '{flag}'")),
+    }
+    Ok(())
 }
 
 fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
@@ -152,6 +221,8 @@ async fn run(args: Args) -> Result<(), String> {
         .max_connections_per_backend(args.max_conns)
         .connect_timeout(args.connect_timeout)
         .acquire_timeout(args.acquire_timeout)
+        .response_header_timeout(args.response_header_timeout)
+        .request_timeout(args.request_timeout)
         .build()
         .map_err(|e| format!("invalid pool configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -166,7 +237,15 @@ async fn run(args: Args) -> Result<(), String> {
     for (i, b) in args.backends.iter().enumerate() {
         println!("  backend {i}: {b}");
     }
-    let proxy = server::Proxy::new(pool);
+    println!(
+        "proxy: limits:\n  backend response head within {:?}, whole exchange within {:?}, \
+         pooled connection within {:?}\n{}",
+        args.response_header_timeout,
+        args.request_timeout,
+        args.acquire_timeout,
+        args.limits.describe()
+    );
+    let proxy = server::Proxy::with_limits(pool, args.limits);
     let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
     println!("proxy: shutting down");
     if !all_closed {

@@ -2,14 +2,17 @@
 //! [`http_body::Body`].
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::send::Upload;
+use super::timeouts::Deadline;
 use super::{H2Error, RecvStream};
 
 /// The body of a response from [`H2Pool::send`](super::H2Pool::send) or the pool's
@@ -27,6 +30,10 @@ use super::{H2Error, RecvStream};
 /// - **The stream counts against its connection** until the body has ended (or failed) or
 ///   is dropped. Dropping it before the end resets the stream (`RST_STREAM` with `CANCEL`)
 ///   and stops the request body's upload, if one is still running.
+/// - **The request's time limit** ([`request_timeout`](super::H2PoolBuilder::request_timeout)
+///   or [`Timeouts::request`](super::Timeouts::request)) bounds the body too: when it runs
+///   out, the next poll yields [`H2Error::RequestTimeout`] and the stream is reset as if the
+///   body had been dropped.
 ///
 /// ```
 /// # use bytes::Bytes;
@@ -70,13 +77,22 @@ struct Stream {
     /// The request body's upload: reset if this body is dropped before its end.
     upload: Upload,
     addr: SocketAddr,
+    /// The request's time limit, when it has one: the body fails when it runs out.
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
 }
 
 impl Body {
     /// `content_length`: the response's `Content-Length` when it describes this body (not
     /// for a response to HEAD, nor a 204 or 304).
-    pub(super) fn new(recv: RecvStream, upload: Upload, content_length: Option<u64>) -> Body {
+    /// `deadline`: the request's time limit, which bounds the body too.
+    pub(super) fn new(
+        recv: RecvStream,
+        upload: Upload,
+        content_length: Option<u64>,
+        deadline: Option<Deadline>,
+    ) -> Body {
         let addr = recv.backend_addr();
+        let deadline = deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.at)), d.timeout));
         Body {
             stream: Some(Stream {
                 recv,
@@ -84,6 +100,7 @@ impl Body {
                 remaining: content_length,
                 upload,
                 addr,
+                deadline,
             }),
         }
     }
@@ -121,6 +138,20 @@ impl http_body::Body for Body {
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some((sleep, timeout)) = &mut stream.deadline {
+            if sleep.as_mut().poll(cx).is_ready() {
+                let timeout = *timeout;
+                let addr = stream.addr;
+                // Dropped before its end: the upload stops, h2 resets the stream with
+                // CANCEL, and the stream stops counting against its connection.
+                this.stream = None;
+                return Poll::Ready(Some(Err(H2Error::RequestTimeout {
+                    addr,
+                    timeout,
+                    sent: true,
+                })));
+            }
+        }
         if !stream.data_done {
             match ready!(stream.recv.poll_data(cx)) {
                 Some(Ok(data)) => {

@@ -60,6 +60,8 @@ pub struct H2PoolBuilder {
     pub(super) ejection: EjectionPolicy,
     pub(super) stream_window: u32,
     pub(super) connection_window: u32,
+    /// `request_timeout` and `response_header_timeout`; `None`: no limit.
+    pub(super) timeouts: super::Timeouts,
 }
 
 impl H2PoolBuilder {
@@ -80,6 +82,7 @@ impl H2PoolBuilder {
             },
             stream_window: DEFAULT_STREAM_WINDOW,
             connection_window: DEFAULT_CONNECTION_WINDOW,
+            timeouts: super::Timeouts::default(),
         }
     }
 
@@ -184,6 +187,31 @@ impl H2PoolBuilder {
         self
     }
 
+    /// The limit on a whole exchange through [`send`](H2Pool::send) or the pool's
+    /// [`Service`](tower_service::Service): finding a connection, sending the request, the
+    /// response head **and the response body**. When it runs out the stream is reset with
+    /// `RST_STREAM(CANCEL)`, the upload stops, and `send` (or, after the head, the
+    /// [`Body`](super::Body)) fails with [`H2Error::RequestTimeout`]. A request's
+    /// [`Timeouts`](super::Timeouts) extension overrides it. Default: none (the pool cannot
+    /// know how long a backend's downloads or streams legitimately last; a proxy should set
+    /// one). Not applied to [`send_request`](H2Pool::send_request),
+    /// [`request`](H2Pool::request) or leases, whose streams the caller drives.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.request = Some(d);
+        self
+    }
+
+    /// The limit on the wait for the response head once the request head has been handed to
+    /// a connection, for [`send`](H2Pool::send) and the pool's
+    /// [`Service`](tower_service::Service): a backend that accepted the stream and never
+    /// answers. When it runs out the stream is reset with `RST_STREAM(CANCEL)`, the upload
+    /// stops, and `send` fails with [`H2Error::ResponseHeaderTimeout`] (not retryable). A
+    /// request's [`Timeouts`](super::Timeouts) extension overrides it. Default: none.
+    pub fn response_header_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.response_header = Some(d);
+        self
+    }
+
     /// Builds the pool. No connection is opened until the first request.
     ///
     /// Must be called from within a tokio runtime: the pool spawns a sweeper task (idle and
@@ -194,8 +222,8 @@ impl H2PoolBuilder {
     /// [`H2Error::NoRuntime`] outside a tokio runtime; [`H2Error::InvalidConfig`] for no
     /// backends, more than [`MAX_BACKENDS`](crate::MAX_BACKENDS), zero or more than
     /// [`MAX_SLOTS`](crate::MAX_SLOTS) connections per backend, zero connects in progress or
-    /// zero streams per connection,
-    /// a zero connect, idle or lifetime duration, or a flow-control window outside
+    /// zero streams per connection, a zero connect, idle, lifetime, request or
+    /// response-header duration, or a flow-control window outside
     /// `1..=2^31-1`.
     pub fn build(self) -> Result<H2Pool, H2Error> {
         if self.backends.is_empty() {
@@ -221,6 +249,14 @@ impl H2PoolBuilder {
             ("connect_timeout", self.connect_timeout),
             ("idle_timeout", self.idle_timeout),
             ("max_lifetime", self.max_lifetime),
+            (
+                "request_timeout",
+                self.timeouts.request.unwrap_or(Duration::MAX),
+            ),
+            (
+                "response_header_timeout",
+                self.timeouts.response_header.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return Err(H2Error::InvalidConfig(format!("{name} must not be zero")));

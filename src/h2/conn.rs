@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     /// The backend's pool, to release a parked token when a stream ends.
     pool: Weak<Pool<Conn>>,
     streams: Mutex<Streams>,
+    /// Streams in flight on every connection of this backend (shared by them all): moved
+    /// with `Streams::in_flight`, read lock-free by `H2Pool::streams_in_flight`.
+    backend_streams: Arc<AtomicUsize>,
 }
 
 /// Stream accounting of one connection; see the module docs of [`crate::h2`].
@@ -50,7 +53,12 @@ pub(crate) struct Streams {
 }
 
 impl Shared {
-    pub(crate) fn new(addr: SocketAddr, pool: Weak<Pool<Conn>>, limit: usize) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        pool: Weak<Pool<Conn>>,
+        limit: usize,
+        backend_streams: Arc<AtomicUsize>,
+    ) -> Self {
         let now = Instant::now();
         Shared {
             alive: AtomicBool::new(true),
@@ -63,6 +71,7 @@ impl Shared {
                 parked: None,
                 last_used: now,
             }),
+            backend_streams,
         }
     }
 
@@ -111,6 +120,9 @@ impl StreamTicket {
     pub(crate) fn count(shared: &Arc<Shared>, s: &mut Streams, now: Instant) -> Self {
         s.in_flight += 1;
         s.last_used = now;
+        // Relaxed: a figure for callers to read; it orders nothing (the per-connection
+        // count under the lock is what admission relies on).
+        shared.backend_streams.fetch_add(1, Ordering::Relaxed);
         StreamTicket {
             shared: Arc::clone(shared),
         }
@@ -137,6 +149,8 @@ impl Drop for StreamTicket {
         let parked = {
             let mut s = self.shared.streams();
             s.in_flight -= 1;
+            // Relaxed: as in `count`.
+            self.shared.backend_streams.fetch_sub(1, Ordering::Relaxed);
             s.last_used = Instant::now();
             if s.in_flight < s.limit {
                 s.parked.take()

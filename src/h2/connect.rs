@@ -2,6 +2,7 @@
 //! ([`drive`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub(super) struct Connector {
     pub(super) runtime: tokio::runtime::Handle,
     /// The pool's driver tasks, for graceful shutdown.
     pub(super) drivers: Arc<Drivers>,
+    /// Per backend: streams in flight on all its connections (see [`Shared`]).
+    pub(super) streams_in_flight: Arc<[Arc<AtomicUsize>]>,
 }
 
 impl Connector {
@@ -47,7 +50,12 @@ impl Connector {
     ) -> Result<Token, H2Error> {
         let timeout = self.connect_timeout;
         let id = reservation.conn_id();
-        let shared = Arc::new(Shared::new(addr, Arc::downgrade(pool), self.max_streams));
+        let shared = Arc::new(Shared::new(
+            addr,
+            Arc::downgrade(pool),
+            self.max_streams,
+            Arc::clone(&self.streams_in_flight[pool.backend()]),
+        ));
         let connect = async {
             let tcp = TcpStream::connect(addr)
                 .await

@@ -128,6 +128,30 @@ pub enum H2Error {
     /// [`H2Pool::shutdown`](super::H2Pool::shutdown) has begun: the pool takes no new
     /// requests. Nothing was sent. Not retryable on this pool.
     Shutdown,
+    /// [`H2Pool::send`](super::H2Pool::send): the request's time limit
+    /// ([`request_timeout`](super::H2PoolBuilder::request_timeout) or
+    /// [`Timeouts::request`](super::Timeouts::request)) ran out. The stream, if one was
+    /// opened, was reset with `CANCEL` and no longer counts against its connection.
+    RequestTimeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The limit that ran out.
+        timeout: Duration,
+        /// Whether the request head had been handed to a connection when the limit ran out
+        /// (after that, the backend may have processed the request).
+        sent: bool,
+    },
+    /// [`H2Pool::send`](super::H2Pool::send): no response head came within the response-header
+    /// limit ([`response_header_timeout`](super::H2PoolBuilder::response_header_timeout) or
+    /// [`Timeouts::response_header`](super::Timeouts::response_header)) after the request was
+    /// sent. The stream was reset with `CANCEL` and no longer counts against its connection.
+    /// Not retryable: the backend may be processing the request.
+    ResponseHeaderTimeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The limit that ran out.
+        timeout: Duration,
+    },
     /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
     /// connection drivers on the runtime it is built in).
     NoRuntime,
@@ -170,15 +194,18 @@ impl H2Error {
 
     /// True when the request can be sent again safely (to this backend or another):
     /// - the backend certainly did not process it, whatever its method: it was never sent
-    ///   (connect failed or timed out, no connection had room in time), or the backend
-    ///   refused the stream (`REFUSED_STREAM`, or a GOAWAY from the backend whose last stream
-    ///   id excluded it; RFC 9113 §8.7);
+    ///   (connect failed or timed out, no connection had room in time, its time limit ran
+    ///   out before its head was handed to a connection: [`H2Error::RequestTimeout`] with
+    ///   `sent: false`), or the backend refused the stream (`REFUSED_STREAM`, or a GOAWAY
+    ///   from the backend whose last stream id excluded it; RFC 9113 §8.7);
     /// - or it was lost after it was sent (stream reset, connection failed) but it is
     ///   idempotent and had no body, as [`H2Pool::send`](super::H2Pool::send) records in
     ///   `replay_safe` (see [`H2Error::StreamReset`]).
     ///
     /// Otherwise a stream reset or a failed connection may have left the request processed,
-    /// and it is not retryable.
+    /// and it is not retryable. A time limit that ran out after the head was sent is never
+    /// retryable, whatever the method: the backend may still be processing the request
+    /// (a proxy may still choose to send an idempotent request elsewhere, RFC 9110 §9.2.2).
     pub fn is_retryable(&self) -> bool {
         match self {
             H2Error::Connect { .. }
@@ -188,6 +215,9 @@ impl H2Error {
             | H2Error::ConnectionFull { .. } => true,
             H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
             H2Error::BackendEjected { .. } => true,
+            // Before the head was handed to a connection nothing reached the backend; after,
+            // it may be processing the request (a stuck backend looks the same as a slow one).
+            H2Error::RequestTimeout { sent, .. } => !sent,
             H2Error::ConnectionLost {
                 source,
                 replay_safe,
@@ -202,6 +232,7 @@ impl H2Error {
             H2Error::UnknownBackend { .. }
             | H2Error::InvalidRequest(_)
             | H2Error::RequestBody(_)
+            | H2Error::ResponseHeaderTimeout { .. }
             | H2Error::NoRuntime
             | H2Error::Shutdown
             | H2Error::InvalidConfig(_) => false,
@@ -268,6 +299,23 @@ impl fmt::Display for H2Error {
             H2Error::InvalidRequest(what) => write!(f, "invalid request: {what}"),
             H2Error::RequestBody(e) => write!(f, "the request body failed: {e}"),
             H2Error::Shutdown => f.write_str("the pool is shut down"),
+            H2Error::RequestTimeout {
+                addr,
+                timeout,
+                sent,
+            } => write!(
+                f,
+                "the request to {addr} timed out after {timeout:?} ({})",
+                if *sent {
+                    "after it was sent"
+                } else {
+                    "before it was sent"
+                }
+            ),
+            H2Error::ResponseHeaderTimeout { addr, timeout } => write!(
+                f,
+                "no response head from {addr} within {timeout:?} of sending the request"
+            ),
             H2Error::NoRuntime => {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")
             }
@@ -340,5 +388,25 @@ mod tests {
         ));
         let refused = ::h2::Error::from(::h2::Reason::REFUSED_STREAM);
         assert!(H2Error::from_h2(addr, refused).is_retryable());
+    }
+
+    #[test]
+    fn timeouts_are_retryable_only_before_the_request_was_sent() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let timeout = Duration::from_millis(5);
+        let unsent = H2Error::RequestTimeout {
+            addr,
+            timeout,
+            sent: false,
+        };
+        assert!(unsent.is_retryable());
+        assert!(unsent.to_string().contains("before it was sent"));
+        let sent = H2Error::RequestTimeout {
+            addr,
+            timeout,
+            sent: true,
+        };
+        assert!(!sent.is_retryable());
+        assert!(!H2Error::ResponseHeaderTimeout { addr, timeout }.is_retryable());
     }
 }

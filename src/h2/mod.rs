@@ -196,6 +196,21 @@
 //! or its [`Body`] before the response has ended also resets the stream and stops its
 //! upload.
 //!
+//! # Time limits and each caller's share
+//! [`H2PoolBuilder::request_timeout`] (the whole exchange, response body included) and
+//! [`H2PoolBuilder::response_header_timeout`] (a backend that accepted the stream and never
+//! answers), or a request's [`Timeouts`] extension, bound [`H2Pool::send`] and the
+//! [`Service`](tower_service::Service). When one runs out the stream is reset with
+//! `RST_STREAM(CANCEL)`, the upload stops, the stream stops counting against its connection,
+//! and the error ([`H2Error::RequestTimeout`], [`H2Error::ResponseHeaderTimeout`]) says
+//! whether a retry is safe. Neither is set by default.
+//!
+//! The pool does not know who its callers are: streams go to requests in the order they find
+//! room. A proxy that must keep one client from taking every stream bounds each client's
+//! share itself; [`H2Pool::streams_in_flight`] (one atomic load) and the `waiters` of
+//! [`H2Pool::stats`] are the figures for it, and a request that finds no room waits at most
+//! the acquire timeout, never silently for ever.
+//!
 //! # Lower-level control
 //! [`H2Pool::lease`] hands out one connection for exclusive use ([`H2Lease`]): open several
 //! streams on it, take it out of service with [`H2Lease::drain`], or read its
@@ -226,6 +241,7 @@ mod send;
 mod service;
 mod shutdown;
 mod sweep;
+mod timeouts;
 
 pub use body::Body;
 pub use builder::{
@@ -243,3 +259,4 @@ pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};
 pub use shutdown::ShutdownReport;
+pub use timeouts::Timeouts;

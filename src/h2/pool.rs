@@ -37,6 +37,11 @@ struct Inner {
     limits: Limits,
     /// Where upload tasks run (the runtime the pool was built in).
     runtime: tokio::runtime::Handle,
+    /// The pool's `request_timeout` and `response_header_timeout`.
+    timeouts: super::Timeouts,
+    /// Per backend: streams in flight (shared with the connector, which hands each
+    /// connection its backend's counter).
+    streams_in_flight: Arc<[Arc<AtomicUsize>]>,
     /// The next backend for a request sent through the `Service` without a `Backend`.
     next_backend: AtomicUsize,
     /// Dropped with the pool (or taken by `shutdown`), which stops the sweeper at once.
@@ -67,6 +72,8 @@ impl H2Pool {
             idle_timeout: b.idle_timeout,
             max_lifetime: b.max_lifetime,
         };
+        let streams_in_flight: Arc<[Arc<AtomicUsize>]> =
+            b.backends.iter().map(|_| Arc::default()).collect();
         let (stop_tx, stop_rx) = oneshot::channel();
         let drivers = Arc::new(Drivers::default());
         runtime.spawn(sweep::sweep(Arc::downgrade(&pools), limits, stop_rx));
@@ -83,12 +90,15 @@ impl H2Pool {
                     max_streams: b.max_streams,
                     runtime: runtime.clone(),
                     drivers: Arc::clone(&drivers),
+                    streams_in_flight: Arc::clone(&streams_in_flight),
                 },
                 coalescers: (0..backends)
                     .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting, b.ejection)))
                     .collect(),
             },
             limits,
+            timeouts: b.timeouts,
+            streams_in_flight,
             runtime,
             next_backend: AtomicUsize::new(0),
             stop_sweeper: Mutex::new(Some(stop_tx)),
@@ -153,6 +163,11 @@ impl H2Pool {
             connections,
             cut_at_deadline,
         }
+    }
+
+    /// The pool's default time limits for [`send`](H2Pool::send).
+    pub(super) fn default_timeouts(&self) -> super::Timeouts {
+        self.inner.timeouts
     }
 
     /// Runs `task` on the pool's runtime.
@@ -295,7 +310,19 @@ impl H2Pool {
     }
 
     /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
-    /// ones are full or being opened or connected, `draining` ones close when released.
+    /// ones are full or being opened or connected, `draining` ones close when released;
+    /// `waiters` requests wait for room.
+    ///
+    /// **Who gets the room.** The pool has no notion of callers: streams go to requests in
+    /// the order they find room, and waiters are woken in turn. So one caller that sends
+    /// enough slow requests can hold every stream of a backend, and then everyone else's
+    /// requests wait, each for at most the acquire timeout (then
+    /// [`H2Error::AcquireTimeout`], retryable), never silently for ever. A proxy bounds each
+    /// client's share itself (a semaphore per client connection sized well below
+    /// `backends × connections × streams`), using [`waiters`](crate::Stats::waiters) and
+    /// [`streams_in_flight`](H2Pool::streams_in_flight) to watch the pressure, and bounds how
+    /// long one request may hold a stream with
+    /// [`request_timeout`](super::H2PoolBuilder::request_timeout).
     ///
     /// # Errors
     /// [`H2Error::UnknownBackend`].
@@ -312,6 +339,27 @@ impl H2Pool {
     pub fn health(&self, backend: usize) -> Result<BackendHealth, H2Error> {
         self.inner.pools.backend(backend)?;
         Ok(self.inner.admission.coalescers[backend].health())
+    }
+
+    /// Streams in flight to `backend` through the pool, on all its connections: opened and
+    /// not yet ended (their response side alive), as counted against the connections'
+    /// limits. Read without a lock (one atomic load); together with
+    /// [`Stats::waiters`](crate::Stats::waiters) from [`stats`](H2Pool::stats) (requests
+    /// waiting for room) it is what a proxy needs to bound each caller's share of a backend.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn streams_in_flight(&self, backend: usize) -> Result<usize, H2Error> {
+        let count = self
+            .inner
+            .streams_in_flight
+            .get(backend)
+            .ok_or(H2Error::UnknownBackend {
+                backend,
+                backends: self.backends(),
+            })?;
+        // Relaxed: a figure; see `StreamTicket::count`.
+        Ok(count.load(Ordering::Relaxed))
     }
 
     /// Slot counts summed over all backends.

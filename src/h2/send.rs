@@ -29,9 +29,11 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::Body as HttpBody;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::normalize::normalize;
-use super::{Body, H2Error, H2Pool};
+use super::timeouts::Deadline;
+use super::{Body, H2Error, H2Pool, Timeouts};
 
 /// What a request body's error converts into.
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -72,6 +74,15 @@ impl H2Pool {
     /// when the connection failed, both retryable when the backend refused the stream
     /// (`REFUSED_STREAM`, or a GOAWAY that excluded it) or when the request is idempotent and
     /// had no body; [`H2Error::RequestBody`] when the request body failed.
+    ///
+    /// **Time limits.** The pool's [`request_timeout`](super::H2PoolBuilder::request_timeout)
+    /// and [`response_header_timeout`](super::H2PoolBuilder::response_header_timeout), or the
+    /// request's [`Timeouts`] extension, bound the exchange: [`H2Error::RequestTimeout`]
+    /// (retryable only if it ran out before the request head was handed to a connection;
+    /// after the head, the response [`Body`] yields it), [`H2Error::ResponseHeaderTimeout`]
+    /// (never retryable: the backend may be processing the request). On either the stream
+    /// is reset with `RST_STREAM(CANCEL)`, the upload stops, and the stream stops counting
+    /// against its connection.
     ///
     /// # Examples
     /// ```
@@ -123,13 +134,29 @@ impl H2Pool {
             backends: self.backends(),
         })?;
         let (mut parts, body) = request.into_parts();
+        let timeouts = parts
+            .extensions
+            .get::<Timeouts>()
+            .copied()
+            .unwrap_or_default()
+            .or(self.default_timeouts());
+        let request_deadline = Deadline::after(Instant::now(), timeouts.request);
         normalize(&mut parts, addr)?;
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
         let replay_safe = end_of_stream && parts.method.is_idempotent();
-        let (response, send_stream) = self
-            .send_request(backend, http::Request::from_parts(parts, ()), end_of_stream)
-            .await?;
+        let opening =
+            self.send_request(backend, http::Request::from_parts(parts, ()), end_of_stream);
+        let (response, send_stream) = match request_deadline {
+            Some(d) => tokio::time::timeout_at(d.at, opening).await.map_err(|_| {
+                H2Error::RequestTimeout {
+                    addr,
+                    timeout: d.timeout,
+                    sent: false,
+                }
+            })??,
+            None => opening.await?,
+        };
         let upload = if end_of_stream {
             drop((send_stream, body));
             Upload::none(replay_safe)
@@ -138,7 +165,38 @@ impl H2Pool {
             self.spawn(pump(body, send_stream, end));
             upload
         };
-        let response = match response.await {
+        // The head is with the connection: from here a timeout is not retryable.
+        let header_deadline = Deadline::after(Instant::now(), timeouts.response_header);
+        let first = match (request_deadline, header_deadline) {
+            (Some(r), Some(h)) if h.at < r.at => Some((h, true)),
+            (Some(r), _) => Some((r, false)),
+            (None, h) => h.map(|h| (h, true)),
+        };
+        let response = match first {
+            Some((d, header)) => match tokio::time::timeout_at(d.at, response).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // The upload stops and resets the stream with CANCEL; the response
+                    // future is dropped on return, which uncounts the stream (and, with no
+                    // upload holding the stream, makes h2 reset it with CANCEL itself).
+                    upload.cancel();
+                    return Err(if header {
+                        H2Error::ResponseHeaderTimeout {
+                            addr,
+                            timeout: d.timeout,
+                        }
+                    } else {
+                        H2Error::RequestTimeout {
+                            addr,
+                            timeout: d.timeout,
+                            sent: true,
+                        }
+                    });
+                }
+            },
+            None => response.await,
+        };
+        let response = match response {
             Ok(response) => response,
             Err(e) => return Err(upload.error(addr, e)),
         };
@@ -151,7 +209,7 @@ impl H2Pool {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        Ok(response.map(|recv| Body::new(recv, upload, content_length)))
+        Ok(response.map(|recv| Body::new(recv, upload, content_length, request_deadline)))
     }
 }
 
@@ -203,6 +261,12 @@ impl Upload {
             replay_safe: false,
         };
         (upload, end)
+    }
+
+    /// The exchange is abandoned (a time limit ran out): stops the upload now, which resets
+    /// the stream with `CANCEL`.
+    pub(super) fn cancel(self) {
+        drop(self);
     }
 
     /// The response has ended: the upload may run to its end.

@@ -53,8 +53,12 @@ impl fmt::Debug for ServiceFuture {
 /// queue of its own to fill. Back-pressure comes from the requests themselves: a request
 /// that finds every connection of its backend full waits up to the acquire timeout for room
 /// and then fails with [`H2Error::AcquireTimeout`]. To bound the requests in flight, put a
-/// `ConcurrencyLimit` in front; to bound a request's time, a `Timeout`. Cloning the pool is
-/// cheap (an `Arc`), as tower's middleware expects.
+/// `ConcurrencyLimit` in front. A request's time is bounded by the pool's
+/// [`request_timeout`](super::H2PoolBuilder::request_timeout) and
+/// [`response_header_timeout`](super::H2PoolBuilder::response_header_timeout), or its
+/// [`Timeouts`](super::Timeouts) extension, as for [`H2Pool::send`]: unlike a tower
+/// `Timeout`, these also bound the response body and say whether a retry is safe. Cloning the
+/// pool is cheap (an `Arc`), as tower's middleware expects.
 ///
 /// ```
 /// # use bytes::Bytes;
