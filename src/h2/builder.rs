@@ -7,6 +7,7 @@ use super::health::{
     EjectionPolicy, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
     DEFAULT_MAX_EJECTION_BACKOFF,
 };
+use super::keepalive::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT};
 use super::{H2Error, H2Pool};
 
 /// Default for [`H2PoolBuilder::max_connections_per_backend`].
@@ -58,6 +59,9 @@ pub struct H2PoolBuilder {
     pub(super) max_lifetime: Duration,
     pub(super) max_connecting: usize,
     pub(super) ejection: EjectionPolicy,
+    pub(super) keep_alive_interval: Option<Duration>,
+    pub(super) keep_alive_timeout: Duration,
+    pub(super) keep_alive_while_idle: bool,
     pub(super) stream_window: u32,
     pub(super) connection_window: u32,
     /// `request_timeout` and `response_header_timeout`; `None`: no limit.
@@ -75,6 +79,9 @@ impl H2PoolBuilder {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             max_connecting: DEFAULT_MAX_CONNECTING_PER_BACKEND,
+            keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            keep_alive_while_idle: false,
             ejection: EjectionPolicy {
                 after: DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
                 initial: DEFAULT_EJECTION_BACKOFF,
@@ -106,6 +113,38 @@ impl H2PoolBuilder {
     /// for it get [`H2Error::JoinedConnectFailed`] at the same moment.
     pub fn max_connecting_per_backend(mut self, n: usize) -> Self {
         self.max_connecting = n;
+        self
+    }
+
+    /// How often a connection is checked with an HTTP/2 PING; `None` turns keepalive off.
+    /// Default `Some(`[`DEFAULT_KEEP_ALIVE_INTERVAL`]`)` (30 s).
+    ///
+    /// A connection whose PING is not acknowledged within
+    /// [`keep_alive_timeout`](Self::keep_alive_timeout) is taken out of the pool and closed
+    /// (a NAT, firewall or load-balancer failover can blackhole a connection without a FIN
+    /// or RST; without keepalive it would take new streams until TCP gives up, minutes
+    /// later). Its running streams fail with [`H2Error::ConnectionLost`]; the next request
+    /// opens a fresh connection. Detection takes at most interval + timeout. Only
+    /// connections carrying streams are checked unless
+    /// [`keep_alive_while_idle`](Self::keep_alive_while_idle) is set. (hyper-util's names.)
+    pub fn keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive_interval = interval.into();
+        self
+    }
+
+    /// How long to wait for a keepalive PING's acknowledgement. Default
+    /// [`DEFAULT_KEEP_ALIVE_TIMEOUT`] (20 s).
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Whether idle connections (no stream) are checked too. Default `false`: an idle
+    /// connection that went dark is found by the first request's keepalive check instead
+    /// (that request fails with [`H2Error::ConnectionLost`]; an idle timeout shorter than a
+    /// NAT's usually closes such connections first).
+    pub fn keep_alive_while_idle(mut self, while_idle: bool) -> Self {
+        self.keep_alive_while_idle = while_idle;
         self
     }
 
@@ -234,6 +273,13 @@ impl H2PoolBuilder {
                 "ejection_backoff must be non-zero with max >= initial, got {:?} and {:?}",
                 self.ejection.initial, self.ejection.max
             )));
+        }
+        if self.keep_alive_interval.is_some_and(|d| d.is_zero())
+            || self.keep_alive_timeout.is_zero()
+        {
+            return Err(H2Error::InvalidConfig(
+                "keep_alive_interval and keep_alive_timeout must not be zero".into(),
+            ));
         }
         if self.max_connecting == 0 {
             return Err(H2Error::InvalidConfig(

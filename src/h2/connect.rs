@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use super::batch::YieldBeforePoll;
 use super::conn::{Conn, Shared};
+use super::keepalive::{self, KeepAlive};
 use super::shutdown::{DriverGuard, Drivers};
 use super::H2Error;
 use crate::{ConnId, Pool, Reservation, Token};
@@ -25,6 +27,8 @@ pub(super) struct Connector {
     pub(super) runtime: tokio::runtime::Handle,
     /// The pool's driver tasks, for graceful shutdown.
     pub(super) drivers: Arc<Drivers>,
+    /// Keepalive PINGs, if enabled.
+    pub(super) keep_alive: Option<KeepAlive>,
     /// Per backend: streams in flight on all its connections (see [`Shared`]).
     pub(super) streams_in_flight: Arc<[Arc<AtomicUsize>]>,
 }
@@ -70,15 +74,25 @@ impl Connector {
             let ping_pong = connection.ping_pong();
             // The driver gets the id before the slot is filled: if the connection dies at
             // once, its `drain` marks the reserved slot, and the release after the first
-            // stream closes it.
+            // stream closes it. It gets the PING handle for keepalive once the first PING
+            // is back.
             let driver = self.drivers.start();
-            self.runtime
-                .spawn(drive(connection, Arc::clone(&shared), id, driver));
+            let (keep_alive_tx, keep_alive_rx) = oneshot::channel();
+            let keep_alive = (self.keep_alive, keep_alive_rx);
+            self.runtime.spawn(drive(
+                connection,
+                Arc::clone(&shared),
+                id,
+                driver,
+                keep_alive,
+            ));
             if let Some(mut ping_pong) = ping_pong {
                 ping_pong
                     .ping(::h2::Ping::opaque())
                     .await
                     .map_err(|e| handshake_error(addr, e))?;
+                // The driver may have ended already; then nothing needs the handle.
+                let _ = keep_alive_tx.send(ping_pong);
             }
             Ok::<_, H2Error>(send)
         };
@@ -110,13 +124,15 @@ fn handshake_error(addr: SocketAddr, e: ::h2::Error) -> H2Error {
 /// its id: closed now if idle or full, or when its current holder releases it. Streams on
 /// other connections never notice.
 ///
-/// At a shutdown's deadline (see [`Drivers`]) the connection is dropped with its streams
-/// still running: the socket closes and those streams fail.
+/// At a shutdown's deadline (see [`Drivers`]), or when a keepalive PING goes unanswered
+/// (see [`keepalive`](super::keepalive)), the connection is dropped with its streams still
+/// running: the socket closes and those streams fail.
 async fn drive(
     connection: ::h2::client::Connection<TcpStream, Bytes>,
     shared: Arc<Shared>,
     id: ConnId,
     driver: DriverGuard,
+    (keep_alive, ping_pong): (Option<KeepAlive>, oneshot::Receiver<::h2::PingPong>),
 ) {
     // The outcome does not matter here: requests on this connection get the error from their
     // own streams, and new requests go elsewhere either way. Each wake-up first lets the
@@ -124,6 +140,7 @@ async fn drive(
     tokio::select! {
         _ = YieldBeforePoll::new(connection) => {}
         () = driver.cut() => {}
+        () = keepalive::watch(keep_alive, ping_pong, Arc::clone(&shared)) => {}
     }
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };

@@ -162,6 +162,14 @@
 //! to another connection; streams already running on it finish. A failed connection affects
 //! only the requests on it.
 //!
+//! **Keepalive.** Every 30 s (by default; [`keep_alive_interval`](H2PoolBuilder::keep_alive_interval))
+//! a connection that carries streams (or any, with
+//! [`keep_alive_while_idle`](H2PoolBuilder::keep_alive_while_idle)) is sent a PING; one not
+//! acknowledged within [`keep_alive_timeout`](H2PoolBuilder::keep_alive_timeout) (20 s) means
+//! the connection went dark (a NAT, firewall or load balancer dropped it without a FIN or
+//! RST): it is closed and leaves the pool by its id as above, its streams fail with
+//! [`H2Error::ConnectionLost`], and the next request opens a fresh one.
+//!
 //! **Backend ejection.** Consecutive failed connects (3 by default,
 //! [`eject_after_connect_failures`](H2PoolBuilder::eject_after_connect_failures)) eject the
 //! backend for a backoff that doubles with each further failure (1 s to 30 s by default,
@@ -234,6 +242,7 @@ mod conn;
 mod connect;
 mod error;
 mod health;
+mod keepalive;
 mod lease;
 mod normalize;
 mod pool;
@@ -255,6 +264,7 @@ pub use health::{
     BackendHealth, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
     DEFAULT_MAX_EJECTION_BACKOFF,
 };
+pub use keepalive::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT};
 pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};

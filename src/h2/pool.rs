@@ -13,6 +13,7 @@ use super::admission::Admission;
 use super::coalesce::Coalescer;
 use super::conn::Conn;
 use super::connect::Connector;
+use super::keepalive::KeepAlive;
 use super::shutdown::Drivers;
 use super::sweep::{self, Limits};
 use super::{BackendHealth, ShutdownReport};
@@ -90,6 +91,11 @@ impl H2Pool {
                     max_streams: b.max_streams,
                     runtime: runtime.clone(),
                     drivers: Arc::clone(&drivers),
+                    keep_alive: b.keep_alive_interval.map(|interval| KeepAlive {
+                        interval,
+                        timeout: b.keep_alive_timeout,
+                        while_idle: b.keep_alive_while_idle,
+                    }),
                     streams_in_flight: Arc::clone(&streams_in_flight),
                 },
                 coalescers: (0..backends)
