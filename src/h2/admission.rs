@@ -18,7 +18,7 @@ use super::coalesce::{Coalescer, ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
 use super::connect::Connector;
 use super::{H2Error, ResponseFuture};
-use crate::{Checkout, Pool, Reservation, Token};
+use crate::{Checkout, OwnedReservation, Pool, Reservation, Token};
 
 /// A request that finds its connection already carrying this many streams (or more) looks at
 /// one more available connection and opens its stream on whichever of the two carries fewer;
@@ -251,6 +251,38 @@ impl Admission {
             usable: true,
             connected: Some((guard, limit)),
         })
+    }
+
+    /// Opens a connection into `reservation` for warm-up (no request waits for it, but
+    /// requests may join it) and puts it in the pool, available. A failure counts towards
+    /// the backend's ejection like any other connect's; an ejected backend is not tried.
+    pub(super) async fn warm(
+        &self,
+        pool: &Arc<Pool<Conn>>,
+        addr: SocketAddr,
+        reservation: OwnedReservation<Conn>,
+    ) {
+        if self.connector.drivers.is_closed() {
+            return;
+        }
+        let Ok(guard) = self.coalescers[pool.backend()].start() else {
+            return; // ejected: the reservation's drop empties the slot again
+        };
+        match self.connector.connect(pool, addr, reservation).await {
+            Ok(token) => {
+                let limit = match pool.get(&token) {
+                    Some(conn) => {
+                        let limit = self.stream_limit(&conn.send);
+                        conn.shared.streams().limit = limit;
+                        limit
+                    }
+                    None => unreachable!("a token from `fill` is live until released"),
+                };
+                let _ = pool.release(token, true);
+                guard.connected(limit);
+            }
+            Err(e) => guard.failed(&e),
+        }
     }
 
     /// Checks an acquired connection and claims a stream on it. On `None` the token was

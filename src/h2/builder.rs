@@ -58,6 +58,7 @@ pub struct H2PoolBuilder {
     pub(super) idle_timeout: Duration,
     pub(super) max_lifetime: Duration,
     pub(super) max_connecting: usize,
+    pub(super) min_connections: usize,
     pub(super) ejection: EjectionPolicy,
     pub(super) keep_alive_interval: Option<Duration>,
     pub(super) keep_alive_timeout: Duration,
@@ -79,6 +80,7 @@ impl H2PoolBuilder {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             max_connecting: DEFAULT_MAX_CONNECTING_PER_BACKEND,
+            min_connections: 0,
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             keep_alive_while_idle: false,
@@ -97,6 +99,19 @@ impl H2PoolBuilder {
     /// [`DEFAULT_MAX_CONNECTIONS_PER_BACKEND`] (8); at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub fn max_connections_per_backend(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// Connections kept open to each backend (warm-up). Default 0.
+    ///
+    /// They are opened in the background when the pool is built, reopened when they die or
+    /// age out (at once when a connection ends, or at the sweeper's next round), and not
+    /// closed for being idle. They count against
+    /// [`max_connections_per_backend`](Self::max_connections_per_backend). An ejected
+    /// backend is not warmed until its backoff runs out; a failed warm-up connect counts
+    /// towards ejection like any other.
+    pub fn min_connections_per_backend(mut self, n: usize) -> Self {
+        self.min_connections = n;
         self
     }
 
@@ -280,6 +295,12 @@ impl H2PoolBuilder {
             return Err(H2Error::InvalidConfig(
                 "keep_alive_interval and keep_alive_timeout must not be zero".into(),
             ));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(H2Error::InvalidConfig(format!(
+                "min_connections_per_backend ({}) is above max_connections_per_backend ({})",
+                self.min_connections, self.max_connections
+            )));
         }
         if self.max_connecting == 0 {
             return Err(H2Error::InvalidConfig(

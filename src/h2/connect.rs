@@ -2,6 +2,7 @@
 //! ([`drive`]).
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::conn::{Conn, Shared};
 use super::keepalive::{self, KeepAlive};
 use super::shutdown::{DriverGuard, Drivers};
 use super::H2Error;
-use crate::{ConnId, Pool, Reservation, Token};
+use crate::{ConnId, Pool, ReservationOf, Token};
 
 /// Everything the connect step needs, and nothing else: how to handshake, how long it may
 /// take, the stream limit before the backend's SETTINGS, and where to spawn the driver.
@@ -46,12 +47,15 @@ impl Connector {
     /// Cancel-safe: if this future is dropped, the reservation is dropped with it and the slot
     /// is empty again; a driver already spawned then sees its connection end (no handle, no
     /// stream) and its `drain` by the old id matches nothing.
-    pub(super) async fn connect(
+    pub(super) async fn connect<P>(
         &self,
         pool: &Arc<Pool<Conn>>,
         addr: SocketAddr,
-        reservation: Reservation<'_, Conn>,
-    ) -> Result<Token, H2Error> {
+        reservation: ReservationOf<P, Conn>,
+    ) -> Result<Token, H2Error>
+    where
+        P: Deref<Target = Pool<Conn>>,
+    {
         let timeout = self.connect_timeout;
         let id = reservation.conn_id();
         let shared = Arc::new(Shared::new(

@@ -51,6 +51,35 @@ struct Inner {
     drivers: Arc<Drivers>,
 }
 
+impl Inner {
+    /// Warm-up: opens connections (in the background) to every backend that has fewer than
+    /// `min_connections` open or opening, unless it is ejected or the pool is shut down.
+    /// Called by the sweeper at start, after each sweep, and when a connection ends.
+    fn warm_up(self: &Arc<Self>) {
+        let min = self.limits.min_connections;
+        if min == 0 || self.drivers.is_closed() {
+            return;
+        }
+        for backend in 0..self.addrs.len() {
+            let Ok(pool) = self.pools.backend(backend) else {
+                continue;
+            };
+            let stats = pool.stats();
+            // `in_use` counts connects in progress (reserved slots) too.
+            for _ in (stats.available + stats.in_use)..min {
+                // Reserved here, so that the next call counts it and opens no more.
+                let Some(reservation) = Pool::reserve_owned(pool) else {
+                    break;
+                };
+                let (inner, pool, addr) = (Arc::clone(self), Arc::clone(pool), self.addrs[backend]);
+                self.runtime.spawn(async move {
+                    inner.admission.warm(&pool, addr, reservation).await;
+                });
+            }
+        }
+    }
+}
+
 impl H2Pool {
     /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address).
     pub fn builder(backends: impl IntoIterator<Item = SocketAddr>) -> H2PoolBuilder {
@@ -72,12 +101,13 @@ impl H2Pool {
         let limits = Limits {
             idle_timeout: b.idle_timeout,
             max_lifetime: b.max_lifetime,
+            min_connections: b.min_connections,
         };
         let streams_in_flight: Arc<[Arc<AtomicUsize>]> =
             b.backends.iter().map(|_| Arc::default()).collect();
         let (stop_tx, stop_rx) = oneshot::channel();
         let drivers = Arc::new(Drivers::default());
-        runtime.spawn(sweep::sweep(Arc::downgrade(&pools), limits, stop_rx));
+        let weak_pools = Arc::downgrade(&pools);
         let inner = Arc::new(Inner {
             pools,
             addrs: b.backends.into_boxed_slice(),
@@ -110,6 +140,16 @@ impl H2Pool {
             stop_sweeper: Mutex::new(Some(stop_tx)),
             drivers,
         });
+        let weak = Arc::downgrade(&inner);
+        let refill = move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.warm_up();
+            }
+        };
+        let drivers = Arc::clone(&inner.drivers);
+        inner
+            .runtime
+            .spawn(sweep::sweep(weak_pools, limits, stop_rx, drivers, refill));
         Ok(H2Pool { inner })
     }
 

@@ -76,6 +76,11 @@ impl Drivers {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// Resolves when a driver ends after this call.
+    pub(super) fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ended.notified()
+    }
+
     pub(super) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }

@@ -1,11 +1,12 @@
 //! The sweeper: closes idle and over-age connections in the background.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::conn::Conn;
+use super::shutdown::Drivers;
 use crate::ConnectionPool;
 
 /// When the sweeper closes a connection.
@@ -15,6 +16,8 @@ pub(super) struct Limits {
     pub(super) idle_timeout: Duration,
     /// Closed once older than this (its running streams finish first).
     pub(super) max_lifetime: Duration,
+    /// Idle connections are not closed below this many per backend (warm-up keeps them).
+    pub(super) min_connections: usize,
 }
 
 impl Limits {
@@ -25,24 +28,33 @@ impl Limits {
     }
 }
 
-/// Closes idle and over-age connections every [`Limits::interval`], until the pool is dropped
-/// (`stop` resolves when its sender, owned by the pool, is dropped, and `pools` no longer
-/// upgrades once the pool is gone).
+/// Closes idle and over-age connections every [`Limits::interval`], and calls `refill` (the
+/// warm-up: reopens connections below `min_connections`) at once, after each sweep and
+/// whenever a connection's driver ends (`ended`), until the pool is dropped (`stop` resolves
+/// when its sender, owned by the pool, is dropped, and `pools` no longer upgrades once the
+/// pool is gone).
 pub(super) async fn sweep(
     pools: Weak<ConnectionPool<Conn>>,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
+    drivers: Arc<Drivers>,
+    refill: impl Fn(),
 ) {
     let mut tick = tokio::time::interval(limits.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate
+    refill();
     loop {
+        let ended = drivers.ended();
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                let Some(pools) = pools.upgrade() else { return };
+                evict(&pools, limits, Instant::now());
+            }
+            () = ended => {}
             _ = &mut stop => return,
         }
-        let Some(pools) = pools.upgrade() else { return };
-        evict(&pools, limits, Instant::now());
+        refill();
     }
 }
 
@@ -55,10 +67,15 @@ pub(super) fn evict(pools: &ConnectionPool<Conn>, limits: Limits, now: Instant) 
     let Limits {
         idle_timeout,
         max_lifetime,
+        min_connections,
     } = limits;
     (0..pools.backends())
         .filter_map(|b| pools.backend(b).ok())
         .map(|pool| {
+            // Idle connections beyond the warm minimum (dead and over-age ones always go:
+            // the warm-up replaces them).
+            let stats = pool.stats();
+            let mut spare = (stats.available + stats.in_use).saturating_sub(min_connections);
             pool.evict_idle(|conn| {
                 let shared = &conn.shared;
                 if !shared.is_alive()
@@ -67,7 +84,13 @@ pub(super) fn evict(pools: &ConnectionPool<Conn>, limits: Limits, now: Instant) 
                     return true;
                 }
                 let s = shared.streams();
-                s.in_flight == 0 && now.saturating_duration_since(s.last_used) >= idle_timeout
+                let idle =
+                    s.in_flight == 0 && now.saturating_duration_since(s.last_used) >= idle_timeout;
+                if idle && spare > 0 {
+                    spare -= 1;
+                    return true;
+                }
+                false
             })
         })
         .sum()
@@ -84,6 +107,7 @@ mod tests {
             Limits {
                 idle_timeout,
                 max_lifetime,
+                min_connections: 0,
             }
             .interval()
         };
