@@ -8,7 +8,6 @@
 //! stream's [`StreamTicket`]), turned into a lease ([`Claim::into_held`]), or dropped, which
 //! undoes it on every path (a lost balance, a failed send, a cancelled caller).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use bytes::Bytes;
 
 use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
 use super::connect::Connector;
-use super::{H2Error, ResponseFuture};
+use super::{H2Error, ResponseFuture, Target};
 use crate::{Checkout, Pool, Reservation, Token};
 
 /// A request that finds its connection already carrying this many streams (or more) looks at
@@ -109,7 +108,7 @@ impl Admission {
     pub(super) async fn checkout<'p>(
         &self,
         pool: &'p Arc<Pool<Conn>>,
-        addr: SocketAddr,
+        addr: &Target,
     ) -> Result<Claim<'p>, H2Error> {
         // Fast path, no timer. Each failed `claim` parks or closes the connection it looked
         // at, so the loop soon runs out of available connections (it goes on only while
@@ -157,7 +156,7 @@ impl Admission {
     async fn connect_and_claim<'p>(
         &self,
         pool: &'p Arc<Pool<Conn>>,
-        addr: SocketAddr,
+        addr: &Target,
         reservation: Reservation<'_, Conn>,
     ) -> Result<Claim<'p>, H2Error> {
         let token = self.connector.connect(pool, addr, reservation).await?;
@@ -274,7 +273,7 @@ pub(super) fn send_on(
 ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), (H2Error, bool)> {
     // A clone, so that h2 never records a pending-open stream on the pooled handle.
     let sent = conn.send.clone().send_request(request, end_of_stream);
-    let addr = ticket.shared().addr;
+    let addr = ticket.shared().addr.clone();
     match sent {
         Ok((response, body)) => Ok((ResponseFuture::new(response, ticket, addr), body)),
         Err(e) => {

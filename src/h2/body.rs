@@ -2,7 +2,6 @@
 //! [`http_body::Body`].
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::send::Upload;
-use super::{H2Error, RecvStream};
+use super::{H2Error, RecvStream, Target};
 
 /// The body of a response from [`H2Pool::send`](super::H2Pool::send) or the pool's
 /// [`Service`](tower_service::Service): an [`http_body::Body`] of [`Bytes`] whose errors are
@@ -69,14 +68,14 @@ struct Stream {
     remaining: Option<u64>,
     /// The request body's upload: reset if this body is dropped before its end.
     upload: Upload,
-    addr: SocketAddr,
+    addr: Target,
 }
 
 impl Body {
     /// `content_length`: the response's `Content-Length` when it describes this body (not
     /// for a response to HEAD, nor a 204 or 304).
     pub(super) fn new(recv: RecvStream, upload: Upload, content_length: Option<u64>) -> Body {
-        let addr = recv.backend_addr();
+        let addr = recv.backend_addr().clone();
         Body {
             stream: Some(Stream {
                 recv,

@@ -1,7 +1,6 @@
 //! [`H2Pool`]: the pool's handle, its settings in use, and its public operations.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,10 +12,11 @@ use super::admission::Admission;
 use super::conn::Conn;
 use super::connect::Connector;
 use super::sweep::{self, Limits};
-use super::{H2Error, H2Lease, H2PoolBuilder, ResponseFuture};
+use super::{H2Error, H2Lease, H2PoolBuilder, IntoTarget, ResponseFuture, Target};
 use crate::{ConnectionPool, Pool, Stats};
 
-/// A pool of HTTP/2 (h2c) connections to a fixed list of backends, addressed by index.
+/// A pool of HTTP/2 connections (h2c, or h2 over TLS) to a fixed list of backends, addressed
+/// by index.
 ///
 /// Cheap to clone (an `Arc` inside); `Send + Sync + 'static`. See the [module docs](crate::h2)
 /// for how requests share connections.
@@ -29,7 +29,7 @@ pub struct H2Pool {
 struct Inner {
     /// The sweeper holds a `Weak` to it.
     pools: Arc<ConnectionPool<Conn>>,
-    addrs: Box<[SocketAddr]>,
+    addrs: Box<[Target]>,
     admission: Admission,
     limits: Limits,
     /// Where upload tasks run (the runtime the pool was built in).
@@ -41,8 +41,22 @@ struct Inner {
 }
 
 impl H2Pool {
-    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address).
-    pub fn builder(backends: impl IntoIterator<Item = SocketAddr>) -> H2PoolBuilder {
+    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address): socket
+    /// addresses, [`Target`]s, or strings in the forms [`Target`] lists (`http://host:port`,
+    /// `https://host:port`, `unix:/path`). A string that does not parse makes
+    /// [`build`](H2PoolBuilder::build) fail with [`H2Error::InvalidConfig`] naming it.
+    ///
+    /// ```
+    /// # use tokenpool::h2::H2Pool;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
+    /// let a: std::net::SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    /// let pool = H2Pool::builder([a]).build()?;
+    /// let pool = H2Pool::builder(["http://localhost:9001", "unix:/run/b.sock"]).build()?;
+    /// assert_eq!(pool.backend_addr(1).map(|t| t.to_string()), Some("unix:/run/b.sock".into()));
+    /// assert!(H2Pool::builder(["http://bad host"]).build().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn builder<T: IntoTarget>(backends: impl IntoIterator<Item = T>) -> H2PoolBuilder {
         H2PoolBuilder::new(backends)
     }
 
@@ -51,6 +65,8 @@ impl H2Pool {
         runtime: tokio::runtime::Handle,
     ) -> Result<H2Pool, H2Error> {
         let pools = Arc::new(ConnectionPool::new(b.backends.len(), b.max_connections)?);
+        #[cfg(feature = "rustls")]
+        let tls = b.tls_step()?;
         let mut h2_builder = ::h2::client::Builder::new();
         h2_builder
             .initial_window_size(b.stream_window)
@@ -71,6 +87,9 @@ impl H2Pool {
                 max_lifetime: b.max_lifetime,
                 acquire_timeout: b.acquire_timeout,
                 connector: Connector {
+                    transport: b.transport,
+                    #[cfg(feature = "rustls")]
+                    tls,
                     h2_builder,
                     connect_timeout: b.connect_timeout,
                     max_streams: b.max_streams,
@@ -100,9 +119,9 @@ impl H2Pool {
     }
 
     /// The slots of `backend` and its address.
-    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, SocketAddr), H2Error> {
+    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, &Target), H2Error> {
         let pool = self.inner.pools.backend(backend)?;
-        Ok((pool, self.inner.addrs[backend]))
+        Ok((pool, &self.inner.addrs[backend]))
     }
 
     /// The low-level path: opens a stream to `backend` on a pooled connection and sends the
@@ -160,8 +179,8 @@ impl H2Pool {
         let (response, mut send) = self
             .send_request(backend, http::Request::from_parts(head, ()), end_of_stream)
             .await?;
-        let addr = response.backend_addr();
-        let lost = |e| H2Error::from_h2(addr, e);
+        let addr = response.backend_addr().clone();
+        let lost = |e| H2Error::from_h2(addr.clone(), e);
         if !end_of_stream {
             send.send_data(body, true).map_err(lost)?;
         }
@@ -212,8 +231,8 @@ impl H2Pool {
     }
 
     /// The address of `backend`, or `None` for an unknown index.
-    pub fn backend_addr(&self, backend: usize) -> Option<SocketAddr> {
-        self.inner.addrs.get(backend).copied()
+    pub fn backend_addr(&self, backend: usize) -> Option<&Target> {
+        self.inner.addrs.get(backend)
     }
 
     /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
@@ -275,7 +294,7 @@ mod tests {
             .build()
             .unwrap();
         let pool = rt.block_on(async {
-            H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
+            H2Pool::builder(["127.0.0.1:1"])
                 .build()
                 .unwrap()
         });

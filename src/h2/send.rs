@@ -124,6 +124,7 @@ impl H2Pool {
         })?;
         let (mut parts, body) = request.into_parts();
         normalize(&mut parts, addr)?;
+        let addr = addr.clone();
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
         let (response, send_stream) = self
@@ -206,7 +207,7 @@ impl Upload {
 
     /// The response side failed with `e`: reports the request body's error if that is what
     /// reset the stream, else `e` in the pool's terms. Stops the upload.
-    pub(super) fn error(self, addr: std::net::SocketAddr, e: ::h2::Error) -> H2Error {
+    pub(super) fn error(self, addr: super::Target, e: ::h2::Error) -> H2Error {
         match crate::sync::lock(&self.failed).take() {
             Some(body_error) => H2Error::RequestBody(body_error),
             None => H2Error::from_h2(addr, e),
