@@ -243,9 +243,7 @@ async fn invalid_requests_fail_without_harming_the_connection() {
 
 #[test]
 fn build_outside_a_runtime_is_an_error() {
-    let err = H2Pool::builder(["127.0.0.1:1"])
-        .build()
-        .unwrap_err();
+    let err = H2Pool::builder(["127.0.0.1:1"]).build().unwrap_err();
     assert!(matches!(err, H2Error::NoRuntime), "got {err:?}");
 }
 

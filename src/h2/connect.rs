@@ -83,7 +83,14 @@ impl<C: Connect> Open for Erased<C> {
                 #[cfg(feature = "rustls")]
                 if let Some(tls) = &c.tls {
                     let io = tls.handshake(io, target).await?;
-                    return c.handshake(io, target, shared, id).await;
+                    let seen = io.seen();
+                    let classify = move |e: ::h2::Error| match seen.get() {
+                        // The TLS layer saw rustls fail (an alert after the handshake, such
+                        // as `certificate_required`); h2 passes on only its text.
+                        Some(tls) => super::tls::rustls_error(target, tls, into_io(e)),
+                        None => handshake_error(target, e),
+                    };
+                    return c.handshake(io, shared, id, &classify).await;
                 }
                 // `build` refuses `https://` backends without TLS; kept as an error, not a
                 // panic.
@@ -91,7 +98,8 @@ impl<C: Connect> Open for Erased<C> {
                     "`{target}` needs TLS, which this pool was built without"
                 )));
             }
-            c.handshake(io, target, shared, id).await
+            c.handshake(io, shared, id, &|e| handshake_error(target, e))
+                .await
         })
     }
 }
@@ -125,12 +133,12 @@ impl Connector {
             self.max_streams,
         ));
         let connect = self.transport.0.open(self, target, &shared, id);
-        let send = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| H2Error::ConnectTimeout {
+        let send = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+            H2Error::ConnectTimeout {
                 addr: target.clone(),
                 timeout,
-            })??;
+            }
+        })??;
         // The caller claims a stream on it at once, with no await point in between: the raw
         // token is not held across a cancellation point.
         Ok(reservation.fill(Conn { send, shared }).into_token())
@@ -140,9 +148,9 @@ impl Connector {
     async fn handshake<T>(
         &self,
         io: T,
-        target: &Target,
         shared: &Arc<Shared>,
         id: ConnId,
+        classify: &(dyn Fn(::h2::Error) -> H2Error + Sync),
     ) -> Result<SendRequest, H2Error>
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -151,36 +159,48 @@ impl Connector {
             .h2_builder
             .handshake::<_, Bytes>(io)
             .await
-            .map_err(|e| handshake_error(target, e))?;
+            .map_err(classify)?;
         let ping_pong = connection.ping_pong();
         // The driver gets the id before the slot is filled: if the connection dies at
         // once, its `drain` marks the reserved slot, and the release after the first
         // stream closes it.
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
         self.runtime
-            .spawn(drive(connection, Arc::clone(shared), id));
+            .spawn(drive(connection, Arc::clone(shared), id, Some(ended_tx)));
         if let Some(mut ping_pong) = ping_pong {
-            ping_pong
-                .ping(::h2::Ping::opaque())
-                .await
-                .map_err(|e| handshake_error(target, e))?;
+            if let Err(e) = ping_pong.ping(::h2::Ping::opaque()).await {
+                // h2 tells the PING only that the connection is gone (a made-up broken
+                // pipe); the driver has the error that ended it (a TLS alert such as
+                // `certificate_required`, a reset, a protocol error). It sends it as the
+                // connection ends, which is what failed the PING, so this wait is short.
+                let e = ended_rx.await.unwrap_or(e);
+                return Err(classify(e));
+            }
         }
         Ok(send)
     }
 }
 
-/// An h2 error while connecting: an I/O error (the peer closed or reset the connection, or,
-/// over TLS, a TLS alert such as `certificate_required`) is a failed connect or a TLS
-/// failure; anything else is a failed HTTP/2 handshake.
+/// The I/O error inside `e`, or `e` as one.
+#[cfg(feature = "rustls")]
+fn into_io(e: ::h2::Error) -> std::io::Error {
+    if e.is_io() {
+        // `into_io` is `Some` exactly when `is_io` holds.
+        e.into_io()
+            .unwrap_or_else(|| std::io::ErrorKind::Other.into())
+    } else {
+        std::io::Error::other(e)
+    }
+}
+
+/// An h2 error while connecting: an I/O error (the peer closed or reset the connection) is a
+/// failed connect; anything else is a failed HTTP/2 handshake.
 fn handshake_error(target: &Target, e: ::h2::Error) -> H2Error {
     if e.is_io() {
         // `into_io` is `Some` exactly when `is_io` holds.
         let source = e
             .into_io()
             .unwrap_or_else(|| std::io::ErrorKind::Other.into());
-        #[cfg(feature = "rustls")]
-        if target.is_tls() {
-            return super::tls::io_error(target, source);
-        }
         H2Error::Connect {
             addr: target.clone(),
             source,
@@ -198,13 +218,23 @@ fn handshake_error(target: &Target, e: ::h2::Error) -> H2Error {
 /// its id: closed now if idle or full, or when its current holder releases it. Streams on
 /// other connections never notice. Compiled for each stream type, so frames are read and
 /// written with no `dyn` call.
-async fn drive<T>(connection: ::h2::client::Connection<T, Bytes>, shared: Arc<Shared>, id: ConnId)
-where
+///
+/// `ended`: where to send the error that ended the connection, for the connect step (which
+/// reports it if the connection fails before its first PING is answered).
+async fn drive<T>(
+    connection: ::h2::client::Connection<T, Bytes>,
+    shared: Arc<Shared>,
+    id: ConnId,
+    ended: Option<tokio::sync::oneshot::Sender<::h2::Error>>,
+) where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // The outcome does not matter here: requests on this connection get the error from their
-    // own streams, and new requests go elsewhere either way.
-    let _ = connection.await;
+    // Otherwise the outcome does not matter here: requests on this connection get the error
+    // from their own streams, and new requests go elsewhere either way.
+    if let (Err(e), Some(ended)) = (connection.await, ended) {
+        // The connect step may have finished (or been cancelled): nobody listens then.
+        let _ = ended.send(e);
+    }
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };
     match parked {

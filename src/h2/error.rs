@@ -150,7 +150,10 @@ impl fmt::Display for TlsFailure {
             TlsFailure::UnknownIssuer => f.write_str(
                 "the backend's certificate is not signed by a trusted CA (unknown issuer)",
             ),
-            TlsFailure::WrongName { expected, presented } => {
+            TlsFailure::WrongName {
+                expected,
+                presented,
+            } => {
                 f.write_str("the backend's certificate is not valid for ")?;
                 match expected {
                     Some(name) => write!(f, "the name `{name}`")?,
@@ -168,7 +171,10 @@ impl fmt::Display for TlsFailure {
                 write!(f, "the backend's certificate was rejected: {why}")
             }
             TlsFailure::AlertReceived(alert) => {
-                write!(f, "the backend refused the handshake with the alert `{alert}`")?;
+                write!(
+                    f,
+                    "the backend refused the handshake with the alert `{alert}`"
+                )?;
                 if alert == "certificate_required" {
                     f.write_str(" (it requires a client certificate)")?;
                 }

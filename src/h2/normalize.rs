@@ -1,7 +1,6 @@
 //! Request normalisation for [`H2Pool::send`](super::H2Pool::send): what turns an HTTP/1.1
 //! request, forwarded as is, into a valid HTTP/2 request head.
 
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
@@ -30,10 +29,7 @@ const CONNECTION_SPECIFIC: [&str; 4] = [
 ///
 /// # Errors
 /// [`H2Error::InvalidRequest`] when an origin-form request's `Host` is not a valid authority.
-pub(super) fn normalize(
-    parts: &mut http::request::Parts,
-    backend: &Target,
-) -> Result<(), H2Error> {
+pub(super) fn normalize(parts: &mut http::request::Parts, backend: &Target) -> Result<(), H2Error> {
     strip_connection_specific(&mut parts.headers);
     let host = parts.headers.remove(header::HOST);
     if parts.uri.authority().is_none() {

@@ -293,11 +293,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let pool = rt.block_on(async {
-            H2Pool::builder(["127.0.0.1:1"])
-                .build()
-                .unwrap()
-        });
+        let pool = rt.block_on(async { H2Pool::builder(["127.0.0.1:1"]).build().unwrap() });
         send(&pool.send_request(0, http::Request::new(()), true));
         send(&pool.request(0, http::Request::new(Bytes::new())));
         send(&pool.lease(0));

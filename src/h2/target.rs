@@ -369,10 +369,16 @@ mod tests {
     #[test]
     fn uris_parse_into_their_parts() {
         let t = Target::parse("http://LocalHost:9001/").unwrap();
-        assert_eq!((t.is_tls(), t.host(), t.port()), (false, Some("localhost"), Some(9001)));
+        assert_eq!(
+            (t.is_tls(), t.host(), t.port()),
+            (false, Some("localhost"), Some(9001))
+        );
         assert_eq!(t.to_string(), "http://localhost:9001");
         let t = Target::parse("https://[::1]:8443").unwrap();
-        assert_eq!((t.is_tls(), t.host(), t.port()), (true, Some("::1"), Some(8443)));
+        assert_eq!(
+            (t.is_tls(), t.host(), t.port()),
+            (true, Some("::1"), Some(8443))
+        );
         assert_eq!(t.socket_addr(), Some("[::1]:8443".parse().unwrap()));
         assert_eq!(t.authority(), "[::1]:8443");
         let t = Target::parse("https://example.com").unwrap();

@@ -4,12 +4,14 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::client::TlsStream;
 
 use super::target::Host;
@@ -210,9 +212,12 @@ impl fmt::Debug for TlsConfig {
         let mut d = f.debug_struct("TlsConfig");
         match &self.source {
             Source::Parts { roots, client } => d
-                .field("roots", &roots.as_ref().map_or("platform".into(), |r| {
-                    format!("{} CA certificates", r.len())
-                }))
+                .field(
+                    "roots",
+                    &roots.as_ref().map_or("platform".into(), |r| {
+                        format!("{} CA certificates", r.len())
+                    }),
+                )
                 .field("client_cert", &client.is_some()),
             Source::Custom(_) => d.field("client_config", &"custom"),
         };
@@ -287,7 +292,7 @@ impl Tls {
     /// # Errors
     /// [`H2Error::Tls`] for a failed handshake (the reason typed), [`H2Error::AlpnNotH2`],
     /// [`H2Error::Connect`] when the connection broke (EOF, reset) during it.
-    pub(super) async fn handshake<T>(&self, io: T, target: &Target) -> Result<TlsStream<T>, H2Error>
+    pub(super) async fn handshake<T>(&self, io: T, target: &Target) -> Result<TlsIo<T>, H2Error>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -301,12 +306,103 @@ impl Tls {
             .await
             .map_err(|e| io_error(target, e))?;
         match stream.get_ref().1.alpn_protocol() {
-            Some(ALPN_H2) => Ok(stream),
+            Some(ALPN_H2) => Ok(TlsIo {
+                stream,
+                seen: Arc::default(),
+            }),
             other => Err(H2Error::AlpnNotH2 {
                 addr: target.clone(),
                 negotiated: other.map(|p| String::from_utf8_lossy(p).into_owned()),
             }),
         }
+    }
+}
+
+/// The client TLS stream the pool runs HTTP/2 on: the tokio-rustls stream, plus a note of
+/// the first rustls error it reported.
+///
+/// With TLS 1.3 the client's handshake is done before the server has checked the client's
+/// certificate, so a backend that requires one answers our first HTTP/2 bytes with a
+/// `certificate_required` alert. h2 hands that on (to the driver) as an I/O error that keeps
+/// only its kind and text, and tells the PING a made-up "broken pipe"; the note keeps the
+/// typed rustls error for the connect step. Reads and writes go straight through; only an
+/// error pays for the check.
+pub(super) struct TlsIo<T> {
+    stream: TlsStream<T>,
+    /// The first rustls error this stream reported, kept typed for the connect step (h2
+    /// keeps only an I/O error's kind and text).
+    seen: Arc<OnceLock<rustls::Error>>,
+}
+
+impl<T> TlsIo<T> {
+    /// Where the first rustls error will be.
+    pub(super) fn seen(&self) -> Arc<OnceLock<rustls::Error>> {
+        Arc::clone(&self.seen)
+    }
+}
+
+impl<T> TlsIo<T> {
+    /// Notes a rustls error in `seen`.
+    fn note<R>(&self, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(e)) = &r {
+            if let Some(tls) = rustls_of(e) {
+                let _ = self.seen.set(tls.clone());
+            }
+        }
+        r
+    }
+}
+
+/// The rustls error tokio-rustls wrapped in `e`, if any.
+fn rustls_of(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.note(r)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.note(r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.note(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_flush(cx);
+        this.note(r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -325,13 +421,19 @@ fn server_name(target: &Target) -> Result<ServerName<'static>, H2Error> {
 /// An I/O error on a TLS connection to `target`: a rustls error (which tokio-rustls wraps in
 /// `io::Error`) is a TLS failure, typed by what rustls reported; any other is a broken
 /// connection.
-pub(super) fn io_error(target: &Target, source: io::Error) -> H2Error {
-    let Some(tls) = source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
-        return H2Error::Connect {
+fn io_error(target: &Target, source: io::Error) -> H2Error {
+    match rustls_of(&source).cloned() {
+        Some(tls) => rustls_error(target, &tls, source),
+        None => H2Error::Connect {
             addr: target.clone(),
             source,
-        };
-    };
+        },
+    }
+}
+
+/// A TLS failure with `target`: `tls` is what rustls reported, `source` the I/O error that
+/// carried it.
+pub(super) fn rustls_error(target: &Target, tls: &rustls::Error, source: io::Error) -> H2Error {
     let failure = match tls {
         rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
         | rustls::Error::NoApplicationProtocol => {
@@ -369,7 +471,9 @@ fn certificate_failure(cert: &rustls::CertificateError) -> TlsFailure {
         C::Expired | C::ExpiredContext { .. } => TlsFailure::Expired,
         C::NotValidYet | C::NotValidYetContext { .. } => TlsFailure::NotYetValid,
         C::Revoked => TlsFailure::Revoked,
-        other => TlsFailure::BadCertificate(rustls::Error::InvalidCertificate(other.clone()).to_string()),
+        other => {
+            TlsFailure::BadCertificate(rustls::Error::InvalidCertificate(other.clone()).to_string())
+        }
     }
 }
 
