@@ -508,8 +508,8 @@ async fn unix_socket_backend_serves_requests() {
 
 #[tokio::test]
 async fn localhost_host_name_is_resolved_for_h2c_and_tls_backends() {
-    // `localhost` may resolve to ::1 first; the backends listen on 127.0.0.1 only, so this
-    // also checks that every resolved address is tried.
+    // The backends listen on 127.0.0.1 only; where `localhost` also resolves to ::1 (first),
+    // this also checks that every resolved address is tried.
     let h2c = Backend::h2c_tcp().await;
     let ca = Ca::new("ca");
     let tls = Backend::tls(server_config(

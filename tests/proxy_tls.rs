@@ -55,7 +55,10 @@ fn curl(args: &[&str]) -> String {
         .output()
         .expect("run curl (apt-get install curl)");
     assert!(out.status.success(), "curl {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

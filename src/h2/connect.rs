@@ -164,18 +164,13 @@ impl Connector {
         // The driver gets the id before the slot is filled: if the connection dies at
         // once, its `drain` marks the reserved slot, and the release after the first
         // stream closes it.
-        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
         self.runtime
-            .spawn(drive(connection, Arc::clone(shared), id, Some(ended_tx)));
+            .spawn(drive(connection, Arc::clone(shared), id));
         if let Some(mut ping_pong) = ping_pong {
-            if let Err(e) = ping_pong.ping(::h2::Ping::opaque()).await {
-                // h2 tells the PING only that the connection is gone (a made-up broken
-                // pipe); the driver has the error that ended it (a TLS alert such as
-                // `certificate_required`, a reset, a protocol error). It sends it as the
-                // connection ends, which is what failed the PING, so this wait is short.
-                let e = ended_rx.await.unwrap_or(e);
-                return Err(classify(e));
-            }
+            ping_pong
+                .ping(::h2::Ping::opaque())
+                .await
+                .map_err(classify)?;
         }
         Ok(send)
     }
@@ -218,23 +213,13 @@ fn handshake_error(target: &Target, e: ::h2::Error) -> H2Error {
 /// its id: closed now if idle or full, or when its current holder releases it. Streams on
 /// other connections never notice. Compiled for each stream type, so frames are read and
 /// written with no `dyn` call.
-///
-/// `ended`: where to send the error that ended the connection, for the connect step (which
-/// reports it if the connection fails before its first PING is answered).
-async fn drive<T>(
-    connection: ::h2::client::Connection<T, Bytes>,
-    shared: Arc<Shared>,
-    id: ConnId,
-    ended: Option<tokio::sync::oneshot::Sender<::h2::Error>>,
-) where
+async fn drive<T>(connection: ::h2::client::Connection<T, Bytes>, shared: Arc<Shared>, id: ConnId)
+where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // Otherwise the outcome does not matter here: requests on this connection get the error
-    // from their own streams, and new requests go elsewhere either way.
-    if let (Err(e), Some(ended)) = (connection.await, ended) {
-        // The connect step may have finished (or been cancelled): nobody listens then.
-        let _ = ended.send(e);
-    }
+    // The outcome does not matter here: requests on this connection get the error from their
+    // own streams, and new requests go elsewhere either way.
+    let _ = connection.await;
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };
     match parked {
