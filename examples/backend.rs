@@ -146,8 +146,8 @@ fn main() -> ExitCode {
     })
 }
 
-/// A TLS acceptor offering ALPN `h2` with the PEM certificate chain and key in these files.
-fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// A TLS server configuration offering ALPN `h2` with the PEM certificate chain and key in these files.
+fn tls_acceptor(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)
@@ -160,7 +160,7 @@ fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, Stri
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| format!("TLS: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Serves h2c on a Unix socket until Ctrl-C.

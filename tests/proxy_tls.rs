@@ -23,8 +23,8 @@ use tokenpool::h2::{H2Pool, TlsConfig};
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-/// A CA's PEM and a TLS acceptor (ALPN `h2`) with a leaf it signed for 127.0.0.1.
-fn tls_backend_identity() -> (String, tokio_rustls::TlsAcceptor) {
+/// A CA's PEM and a TLS server configuration (ALPN `h2`) with a leaf it signed for 127.0.0.1.
+fn tls_backend_identity() -> (String, Arc<rustls::ServerConfig>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,7 +45,7 @@ fn tls_backend_identity() -> (String, tokio_rustls::TlsAcceptor) {
         )
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    (ca.pem(), Arc::new(config))
 }
 
 fn curl(args: &[&str]) -> String {

@@ -43,6 +43,8 @@ pub struct Backend {
     addr: SocketAddr,
     max_streams: u32,
     counters: Arc<BackendCounters>,
+    /// Serves TLS with this when set (kept for [`Backend::restart`]).
+    tls: Option<Arc<rustls::ServerConfig>>,
     goaway: watch::Sender<u64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -65,14 +67,14 @@ impl Backend {
         Self::start_tls(addr, name, max_streams, counters, None).await
     }
 
-    /// Like [`Backend::start_with`], serving HTTP/2 over TLS (the acceptor's ALPN should
-    /// offer `h2`) when `tls` is given.
+    /// Like [`Backend::start_with`], serving HTTP/2 over TLS when `tls` is given (its ALPN
+    /// list should offer `h2`).
     pub async fn start_tls(
         addr: SocketAddr,
         name: &str,
         max_streams: u32,
         counters: Arc<BackendCounters>,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -81,7 +83,7 @@ impl Backend {
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
             listener,
-            tls,
+            tls.clone().map(tokio_rustls::TlsAcceptor::from),
             Arc::clone(&name),
             max_streams,
             Arc::clone(&counters),
@@ -93,6 +95,7 @@ impl Backend {
             addr,
             max_streams,
             counters,
+            tls,
             goaway,
             stop,
             task,
@@ -136,17 +139,19 @@ impl Backend {
     /// [`Backend::stop`], stays down for `down_for`, then binds the same address again
     /// (retrying for up to 5 s while the port is not free yet).
     pub async fn restart(self, down_for: Duration) -> io::Result<Backend> {
-        let (addr, name, max_streams, counters) = (
+        let (addr, name, max_streams, counters, tls) = (
             self.addr,
             Arc::clone(&self.name),
             self.max_streams,
             Arc::clone(&self.counters),
+            self.tls.clone(),
         );
         self.stop().await;
         tokio::time::sleep(down_for).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match Self::start_with(addr, &name, max_streams, Arc::clone(&counters)).await {
+            let counters = Arc::clone(&counters);
+            match Self::start_tls(addr, &name, max_streams, counters, tls.clone()).await {
                 Ok(b) => return Ok(b),
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
