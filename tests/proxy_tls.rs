@@ -5,10 +5,8 @@
 #![cfg(feature = "rustls")]
 
 #[path = "../examples/proxy/backend.rs"]
-#[allow(dead_code)]
 mod backend;
 #[path = "../examples/proxy/server.rs"]
-#[allow(dead_code)]
 mod server;
 
 use std::net::SocketAddr;
