@@ -102,14 +102,17 @@ pub enum H2Error {
         /// `rustls::Error`).
         source: io::Error,
     },
-    /// An `https://` backend did not agree to HTTP/2 in TLS ALPN: it chose another protocol
-    /// (`http/1.1`), none, or refused the handshake with `no_application_protocol`. The pool
+    /// An `https://` backend did not agree to HTTP/2 in TLS ALPN: it refused `h2` with the
+    /// `no_application_protocol` alert (it offers only other protocols, such as `http/1.1`),
+    /// completed the handshake without choosing a protocol, or chose another one. The pool
     /// speaks only HTTP/2; the connection was closed and its slot freed. Not retryable.
     AlpnNotH2 {
         /// The backend's address.
         addr: Target,
-        /// The protocol the backend chose; `None` when it chose none.
+        /// The protocol the backend chose; `None` when it chose none or refused.
         negotiated: Option<String>,
+        /// True when it refused with the `no_application_protocol` alert.
+        refused: bool,
     },
 }
 
@@ -272,11 +275,19 @@ impl fmt::Display for H2Error {
             H2Error::Tls { addr, failure, .. } => {
                 write!(f, "TLS handshake with {addr} failed: {failure}")
             }
-            H2Error::AlpnNotH2 { addr, negotiated } => {
-                write!(f, "{addr} does not speak HTTP/2 over TLS: ALPN ")?;
-                match negotiated {
-                    Some(p) => write!(f, "chose `{p}` instead of `h2`"),
-                    None => f.write_str("chose no protocol (`h2` required)"),
+            H2Error::AlpnNotH2 {
+                addr,
+                negotiated,
+                refused,
+            } => {
+                write!(f, "{addr} does not speak HTTP/2 over TLS: ")?;
+                match (negotiated, refused) {
+                    (Some(p), _) => write!(f, "ALPN chose `{p}` instead of `h2`"),
+                    (None, true) => f.write_str(
+                        "it refused ALPN `h2` (alert `no_application_protocol`: it offers \
+                         other protocols only, such as `http/1.1`)",
+                    ),
+                    (None, false) => f.write_str("ALPN chose no protocol (`h2` required)"),
                 }
             }
         }

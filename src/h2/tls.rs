@@ -313,6 +313,7 @@ impl Tls {
             other => Err(H2Error::AlpnNotH2 {
                 addr: target.clone(),
                 negotiated: other.map(|p| String::from_utf8_lossy(p).into_owned()),
+                refused: false,
             }),
         }
     }
@@ -440,6 +441,7 @@ pub(super) fn rustls_error(target: &Target, tls: &rustls::Error, source: io::Err
             return H2Error::AlpnNotH2 {
                 addr: target.clone(),
                 negotiated: None,
+                refused: true,
             };
         }
         rustls::Error::InvalidCertificate(cert) => certificate_failure(cert),
@@ -466,7 +468,7 @@ fn certificate_failure(cert: &rustls::CertificateError) -> TlsFailure {
             presented,
         } => TlsFailure::WrongName {
             expected: Some(server_name_text(expected)),
-            presented: presented.clone(),
+            presented: presented.iter().map(|n| name_text(n)).collect(),
         },
         C::Expired | C::ExpiredContext { .. } => TlsFailure::Expired,
         C::NotValidYet | C::NotValidYetContext { .. } => TlsFailure::NotYetValid,
@@ -485,22 +487,62 @@ fn server_name_text(name: &ServerName<'_>) -> String {
     }
 }
 
-/// The RFC 8446 name of an alert (`certificate_required`), from rustls's enum.
-fn alert_name(alert: rustls::AlertDescription) -> String {
-    // rustls's Debug is the CamelCase variant name; the RFC spells it in snake case.
-    let camel = format!("{alert:?}");
-    let mut out = String::with_capacity(camel.len() + 4);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
+/// A name rustls reports as presented in a certificate, without the wrapper its `Debug`
+/// adds (`DnsName("a.example")` becomes `a.example`).
+fn name_text(presented: &str) -> String {
+    for wrapper in ["DnsName(\"", "IpAddress(\""] {
+        if let Some(inner) = presented
+            .strip_prefix(wrapper)
+            .and_then(|s| s.strip_suffix("\")"))
+        {
+            return inner.to_owned();
         }
     }
-    out
+    presented.to_owned()
+}
+
+/// The RFC 8446 name of an alert (`certificate_required`), by its code.
+fn alert_name(alert: rustls::AlertDescription) -> String {
+    let code = u8::from(alert);
+    let name = match code {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        21 => "decryption_failed",
+        22 => "record_overflow",
+        30 => "decompression_failure",
+        40 => "handshake_failure",
+        41 => "no_certificate",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        60 => "export_restriction",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        111 => "certificate_unobtainable",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        114 => "bad_certificate_hash_value",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        121 => "ech_required",
+        _ => return format!("alert {code}"),
+    };
+    name.to_owned()
 }
 
 #[cfg(test)]
@@ -517,6 +559,12 @@ mod tests {
             alert_name(rustls::AlertDescription::BadCertificate),
             "bad_certificate"
         );
+        assert_eq!(
+            alert_name(rustls::AlertDescription::UnknownCA),
+            "unknown_ca"
+        );
+        assert_eq!(name_text("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(name_text("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]
