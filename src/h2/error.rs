@@ -124,7 +124,7 @@ pub enum TlsFailure {
     /// self-signed CA: the pool trusts the platform's roots, or the CA bundle it was given).
     UnknownIssuer,
     /// The certificate is not valid for the name the pool checked (the backend's host, or the
-    /// [`TlsConfig::server_name`](super::TlsConfig::server_name) override).
+    /// `TlsConfig::server_name` override).
     WrongName {
         /// The name checked, when rustls reports it.
         expected: Option<String>,

@@ -179,20 +179,22 @@
 //! [`H2PoolBuilder::connector`] gives another. For `https://` backends the pool then runs TLS
 //! (feature `rustls`, on by default; rustls with the `ring` provider): ALPN `h2` offered and
 //! required ([`H2Error::AlpnNotH2`] otherwise), SNI from the host (or
-//! [`TlsConfig::server_name`]), verification against the platform's roots or a CA bundle,
+//! `TlsConfig::server_name`), verification against the platform's roots or a CA bundle,
 //! client certificates for mutual TLS, or a whole `rustls::ClientConfig` of the caller's
-//! ([`TlsConfig`]). Last come the HTTP/2 handshake, the connection's driver task and a PING
+//! (`TlsConfig`). Last come the HTTP/2 handshake, the connection's driver task and a PING
 //! round trip. All of it runs within the connect timeout, and a failure at any layer frees
 //! the slot. A rejected certificate is an [`H2Error::Tls`] whose [`TlsFailure`] says why.
 //!
 //! ```no_run
+//! # #[cfg(feature = "rustls")]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
 //! use tokenpool::h2::{H2Pool, TlsConfig};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
 //! let pool = H2Pool::builder(["https://127.0.0.1:9443", "unix:/run/app.sock"])
 //!     .tls(TlsConfig::new().ca_file("ca.pem")?)
 //!     .build()?;
 //! # Ok(()) }
+//! # #[cfg(not(feature = "rustls"))] fn main() {}
 //! ```
 //!
 //! [`Pool`]: crate::Pool
