@@ -238,3 +238,24 @@ impl H2PoolBuilder {
         H2Pool::from_builder(self, runtime)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invalid_addresses_and_tls_without_rustls_fail_the_build() {
+        match H2Pool::builder(["http://127.0.0.1:1", "http://a b:1"]).build() {
+            Err(H2Error::InvalidConfig(msg)) => assert!(msg.contains("`http://a b:1`"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        let tls = H2Pool::builder(["https://127.0.0.1:9443"]).build();
+        #[cfg(not(feature = "rustls"))]
+        match tls {
+            Err(H2Error::InvalidConfig(msg)) => assert!(msg.contains("`rustls` feature"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        #[cfg(feature = "rustls")]
+        drop(tls); // platform roots or not: depends on the machine
+    }
+}
