@@ -340,9 +340,7 @@ impl<T> TlsIo<T> {
     pub(super) fn seen(&self) -> Arc<OnceLock<rustls::Error>> {
         Arc::clone(&self.seen)
     }
-}
 
-impl<T> TlsIo<T> {
     /// Notes a rustls error in `seen`.
     fn note<R>(&self, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if let Poll::Ready(Err(e)) = &r {
