@@ -588,7 +588,7 @@ async fn stream_reset_inside_the_response_body_is_retryable_only_for_idempotent_
             }
         }
     };
-    let e = H2Error::from_h2(server.addr(), e);
+    let e = H2Error::from_h2(server.addr().into(), e);
     assert!(is_internal_reset(&e) && !e.is_retryable(), "{e:?}");
     // The connection still serves.
     let response = pool.send(0, empty_get("/ok")).await.unwrap();

@@ -64,7 +64,7 @@ async fn three_failed_connects_eject_and_requests_then_fail_fast_without_connect
                 failures: 3,
                 until: u,
             } => {
-                assert_eq!((*a, *u), (addr, until));
+                assert_eq!((a, *u), (&addr.into(), until));
                 assert!(e.is_retryable());
                 assert!(e.to_string().contains("ejected after 3 consecutive"), "{e}");
             }

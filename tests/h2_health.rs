@@ -195,9 +195,7 @@ fn sweeper_stops_when_the_pool_is_dropped() {
     rt.block_on(async {
         let metrics = tokio::runtime::Handle::current().metrics();
         let before = metrics.num_alive_tasks();
-        let pool = H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
-            .build()
-            .unwrap();
+        let pool = H2Pool::builder(["127.0.0.1:1"]).build().unwrap();
         assert_eq!(metrics.num_alive_tasks(), before + 1, "the sweeper runs");
         let clone = pool.clone();
         drop(pool);

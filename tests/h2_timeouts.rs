@@ -116,8 +116,8 @@ async fn response_header_timeout_resets_the_stream_and_frees_its_place() {
             .expect("send ends")
             .unwrap_err();
         assert!(
-            matches!(err, H2Error::ResponseHeaderTimeout { addr: a, timeout }
-                if a == addr && timeout == Duration::from_millis(100)),
+            matches!(&err, H2Error::ResponseHeaderTimeout { addr: a, timeout }
+                if *a == addr && *timeout == Duration::from_millis(100)),
             "round {round}: {err:?}"
         );
         assert!(!err.is_retryable(), "the backend may be processing it");

@@ -1,6 +1,7 @@
 //! The one-command demo: `cargo run --release --example demo`.
 //!
-//! In one process: two loopback h2c backends, the reverse proxy from `examples/proxy` (same
+//! In one process: two loopback backends (backend 0 h2c; backend 1 HTTP/2 over TLS with a
+//! certificate made at start-up, or h2c without the `rustls` feature), the reverse proxy from `examples/proxy` (same
 //! code) with its `H2Pool`, and an h2c load generator driving many concurrent streams through
 //! the proxy. Mid-run, backend 0 sends GOAWAY on its connections and backend 1 is restarted
 //! (listener and connections closed, then bound again on the same port). At the end it prints
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenpool::h2::H2Pool;
+use tokenpool::h2::{H2Pool, H2PoolBuilder, Target};
 use tokio::time::Instant;
 
 use backend::Backend;
@@ -176,10 +177,22 @@ async fn run(o: Opts) -> Result<u64, String> {
     let b0 = Backend::start_with(LOOPBACK, "backend-0", o.backend_max_streams, Arc::default())
         .await
         .map_err(|e| format!("backend 0: {e}"))?;
-    let b1 = Backend::start_with(LOOPBACK, "backend-1", o.backend_max_streams, Arc::default())
-        .await
-        .map_err(|e| format!("backend 1: {e}"))?;
-    let pool = H2Pool::builder([b0.addr(), b1.addr()])
+    let tls = Tls::new()?;
+    let b1 = Backend::start_tls(
+        LOOPBACK,
+        "backend-1",
+        o.backend_max_streams,
+        Arc::default(),
+        tls.server(),
+    )
+    .await
+    .map_err(|e| format!("backend 1: {e}"))?;
+    let b1_target = tls.target(b1.addr());
+    let pool = tls
+        .client(H2Pool::builder([
+            Target::from(b0.addr()),
+            b1_target.clone(),
+        ]))
         .max_connections_per_backend(o.max_conns)
         .connect_timeout(Duration::from_millis(500))
         .acquire_timeout(Duration::from_secs(2))
@@ -196,10 +209,9 @@ async fn run(o: Opts) -> Result<u64, String> {
     }));
 
     println!(
-        "demo: backends {} and {} (h2c, max {} streams/conn), proxy on {proxy_addr} \
+        "demo: backends {} (h2c) and {b1_target}, max {} streams/conn, proxy on {proxy_addr} \
          ({} worker threads, {} conns/backend)",
         b0.addr(),
-        b1.addr(),
         o.backend_max_streams,
         o.threads,
         o.max_conns
@@ -414,5 +426,88 @@ fn fmt_us(us: Option<u32>) -> String {
         Some(us) if us >= 1000 => format!("{:.2} ms", f64::from(us) / 1000.0),
         Some(us) => format!("{us} us"),
         None => "-".to_string(),
+    }
+}
+
+/// Backend 1's TLS: a CA and a certificate for 127.0.0.1 made at start-up (rcgen), the
+/// backend's server configuration and the pool's trust in that CA. Without the `rustls`
+/// feature backend 1 is h2c.
+struct Tls {
+    #[cfg(feature = "rustls")]
+    ca_pem: String,
+    #[cfg(feature = "rustls")]
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    #[cfg(feature = "rustls")]
+    fn new() -> Result<Tls, String> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let ca_key = KeyPair::generate().map_err(|e| format!("CA key: {e}"))?;
+        let mut ca =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA params: {e}"))?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca
+            .self_signed(&ca_key)
+            .map_err(|e| format!("CA certificate: {e}"))?;
+        let key = KeyPair::generate().map_err(|e| format!("leaf key: {e}"))?;
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .map_err(|e| format!("leaf params: {e}"))?
+            .signed_by(&key, &ca, &ca_key)
+            .map_err(|e| format!("leaf certificate: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .map_err(|e| format!("server certificate: {e}"))?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Tls {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        })
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn new() -> Result<Tls, String> {
+        Ok(Tls {})
+    }
+
+    #[cfg(feature = "rustls")]
+    fn server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        Some(Arc::clone(&self.server))
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
+
+    fn target(&self, addr: SocketAddr) -> Target {
+        if cfg!(feature = "rustls") {
+            Target::parse(&format!("https://{addr}")).unwrap_or_else(|_| Target::from(addr))
+        } else {
+            Target::from(addr)
+        }
+    }
+
+    #[cfg(feature = "rustls")]
+    fn client(&self, builder: H2PoolBuilder) -> H2PoolBuilder {
+        match tokenpool::h2::TlsConfig::new().ca_pem(self.ca_pem.as_bytes()) {
+            Ok(tls) => builder.tls(tls),
+            // Cannot happen (the PEM was just made); the pool then fails to verify backend 1
+            // and says why.
+            Err(_) => builder,
+        }
+    }
+
+    #[cfg(not(feature = "rustls"))]
+    fn client(&self, builder: H2PoolBuilder) -> H2PoolBuilder {
+        builder
     }
 }

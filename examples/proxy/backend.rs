@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Response, StatusCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -43,6 +43,8 @@ pub struct Backend {
     addr: SocketAddr,
     max_streams: u32,
     counters: Arc<BackendCounters>,
+    /// Serves TLS with this when set (kept for [`Backend::restart`]).
+    tls: Option<Arc<rustls::ServerConfig>>,
     goaway: watch::Sender<u64>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -62,6 +64,18 @@ impl Backend {
         max_streams: u32,
         counters: Arc<BackendCounters>,
     ) -> io::Result<Backend> {
+        Self::start_tls(addr, name, max_streams, counters, None).await
+    }
+
+    /// Like [`Backend::start_with`], serving HTTP/2 over TLS when `tls` is given (its ALPN
+    /// list should offer `h2`).
+    pub async fn start_tls(
+        addr: SocketAddr,
+        name: &str,
+        max_streams: u32,
+        counters: Arc<BackendCounters>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let name: Arc<str> = Arc::from(name);
@@ -69,6 +83,7 @@ impl Backend {
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
             listener,
+            tls.clone().map(tokio_rustls::TlsAcceptor::from),
             Arc::clone(&name),
             max_streams,
             Arc::clone(&counters),
@@ -80,6 +95,7 @@ impl Backend {
             addr,
             max_streams,
             counters,
+            tls,
             goaway,
             stop,
             task,
@@ -123,17 +139,19 @@ impl Backend {
     /// [`Backend::stop`], stays down for `down_for`, then binds the same address again
     /// (retrying for up to 5 s while the port is not free yet).
     pub async fn restart(self, down_for: Duration) -> io::Result<Backend> {
-        let (addr, name, max_streams, counters) = (
+        let (addr, name, max_streams, counters, tls) = (
             self.addr,
             Arc::clone(&self.name),
             self.max_streams,
             Arc::clone(&self.counters),
+            self.tls.clone(),
         );
         self.stop().await;
         tokio::time::sleep(down_for).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match Self::start_with(addr, &name, max_streams, Arc::clone(&counters)).await {
+            let counters = Arc::clone(&counters);
+            match Self::start_tls(addr, &name, max_streams, counters, tls.clone()).await {
                 Ok(b) => return Ok(b),
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -144,6 +162,7 @@ impl Backend {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     name: Arc<str>,
     max_streams: u32,
     counters: Arc<BackendCounters>,
@@ -158,13 +177,20 @@ async fn accept_loop(
                 Ok((sock, _)) => {
                     // Relaxed: statistics only.
                     counters.connections.fetch_add(1, Ordering::Relaxed);
-                    conns.spawn(serve_conn(
-                        sock,
-                        Arc::clone(&name),
-                        max_streams,
-                        Arc::clone(&counters),
-                        goaway.clone(),
-                    ));
+                    let _ = sock.set_nodelay(true);
+                    let (name, counters, goaway) =
+                        (Arc::clone(&name), Arc::clone(&counters), goaway.clone());
+                    match &tls {
+                        None => conns.spawn(serve_conn(sock, name, max_streams, counters, goaway)),
+                        Some(tls) => {
+                            let accept = tls.accept(sock);
+                            conns.spawn(async move {
+                                if let Ok(sock) = accept.await {
+                                    serve_conn(sock, name, max_streams, counters, goaway).await;
+                                }
+                            })
+                        }
+                    };
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             },
@@ -176,14 +202,29 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-async fn serve_conn(
-    sock: TcpStream,
+/// Serves one h2c connection on a stream accepted elsewhere (a Unix socket), with no GOAWAY
+/// control.
+pub async fn serve_stream<T>(
+    sock: T,
+    name: Arc<str>,
+    max_streams: u32,
+    counters: Arc<BackendCounters>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (_keep, goaway) = watch::channel(0u64);
+    serve_conn(sock, name, max_streams, counters, goaway).await;
+}
+
+async fn serve_conn<T>(
+    sock: T,
     name: Arc<str>,
     max_streams: u32,
     counters: Arc<BackendCounters>,
     mut goaway: watch::Receiver<u64>,
-) {
-    let _ = sock.set_nodelay(true);
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut conn = match h2::server::Builder::new()
         .max_concurrent_streams(max_streams)
         .handshake::<_, Bytes>(sock)

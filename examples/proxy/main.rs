@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
-//!     --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 [--threads N] [--max-conns-per-backend N]
+//!     --backend 127.0.0.1:9001 --backend https://127.0.0.1:9443 --ca-file ca.pem \
+//!     --backend unix:/tmp/backend.sock [--threads N] [--max-conns-per-backend N]
 //! ```
 //!
-//! Clients speak h2c (prior knowledge) or HTTP/1.1; backends speak h2c. Each request goes to
+//! Clients speak h2c (prior knowledge) or HTTP/1.1; backends speak h2c (TCP or Unix socket)
+//! or HTTP/2 over TLS. Each request goes to
 //! the next backend round robin, skipping backends that fail; see `server.rs` for the details.
 //! Ctrl-C stops accepting, lets open requests finish, and prints per-backend pool stats.
 
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokenpool::h2::H2Pool;
+use tokenpool::h2::{H2Pool, Target};
 
 const USAGE: &str = "\
 usage: proxy --backend ADDR [--backend ADDR ...] [options]
@@ -25,7 +27,11 @@ clients and forwards each request round robin to h2c backends through tokenpool'
 
 options:
   --listen ADDR                 address to listen on (default 127.0.0.1:8080)
-  --backend ADDR                an h2c backend, IP:PORT (repeat for more; at least one)
+  --backend ADDR                a backend: IP:PORT or http://HOST:PORT (h2c),
+                                https://HOST:PORT (TLS, ALPN h2) or unix:/PATH (h2c)
+                                (repeat for more; at least one)
+  --ca-file PEM                 trust these CAs for https backends (default: the
+                                platform's roots)
   --threads N                   tokio worker threads (default: number of CPUs)
   --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
@@ -58,7 +64,8 @@ const MAX_THREADS: usize = 1024;
 #[derive(Debug)]
 struct Args {
     listen: SocketAddr,
-    backends: Vec<SocketAddr>,
+    backends: Vec<Target>,
+    ca_file: Option<String>,
     threads: usize,
     max_conns: usize,
     connect_timeout: Duration,
@@ -73,6 +80,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         backends: Vec::new(),
+        ca_file: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_conns: 4,
         connect_timeout: Duration::from_millis(1000),
@@ -98,7 +106,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         };
         match flag.as_str() {
             "--listen" => parsed.listen = parse_addr(&flag, &value()?)?,
-            "--backend" => parsed.backends.push(parse_addr(&flag, &value()?)?),
+            "--backend" => parsed.backends.push(parse_backend(&flag, &value()?)?),
+            "--ca-file" => parsed.ca_file = Some(value()?),
             "--threads" => {
                 parsed.threads = parse_positive(&flag, &value()?)?;
                 if parsed.threads > MAX_THREADS {
@@ -168,6 +177,10 @@ fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
     })
 }
 
+fn parse_backend(flag: &str, value: &str) -> Result<Target, String> {
+    Target::parse(value).map_err(|e| format!("{flag}: {e}"))
+}
+
 fn parse_positive(flag: &str, value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -217,7 +230,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let pool = H2Pool::builder(args.backends.iter().copied())
+    let builder = H2Pool::builder(&args.backends);
+    #[cfg(feature = "rustls")]
+    let builder = match &args.ca_file {
+        Some(ca) => builder.tls(
+            tokenpool::h2::TlsConfig::new()
+                .ca_file(ca)
+                .map_err(|e| format!("--ca-file: {e}"))?,
+        ),
+        None => builder,
+    };
+    #[cfg(not(feature = "rustls"))]
+    if args.ca_file.is_some() {
+        return Err("--ca-file needs the `rustls` feature".into());
+    }
+    let pool = builder
         .max_connections_per_backend(args.max_conns)
         .connect_timeout(args.connect_timeout)
         .acquire_timeout(args.acquire_timeout)

@@ -8,7 +8,6 @@
 //! stream's [`StreamTicket`]), turned into a lease ([`Claim::into_held`]), or dropped, which
 //! undoes it on every path (a lost balance, a failed send, a cancelled caller).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use super::coalesce::{Coalescer, ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
 use super::connect::Connector;
-use super::{H2Error, ResponseFuture};
+use super::{H2Error, ResponseFuture, Target};
 use crate::{Checkout, OwnedReservation, Pool, Reservation, Token};
 
 /// A request that finds its connection already carrying this many streams (or more) looks at
@@ -129,7 +128,7 @@ impl Admission {
     pub(super) async fn checkout<'p>(
         &self,
         pool: &'p Arc<Pool<Conn>>,
-        addr: SocketAddr,
+        addr: &Target,
     ) -> Result<Claim<'p>, H2Error> {
         let timeout = self.acquire_timeout;
         let timed_out = || H2Error::AcquireTimeout {
@@ -138,7 +137,7 @@ impl Admission {
         };
         let ejected = |e: Ejected| H2Error::BackendEjected {
             backend: pool.backend(),
-            addr,
+            addr: addr.clone(),
             until: e.until,
             failures: e.failures,
         };
@@ -176,7 +175,7 @@ impl Admission {
                     if let Outcome::Failed(failed) = outcome {
                         let (cause, retryable) = (*failed).clone();
                         return Err(H2Error::JoinedConnectFailed {
-                            addr,
+                            addr: addr.clone(),
                             cause,
                             retryable,
                         });
@@ -213,7 +212,7 @@ impl Admission {
     async fn connect_and_claim<'p>(
         &self,
         pool: &'p Arc<Pool<Conn>>,
-        addr: SocketAddr,
+        addr: &Target,
         reservation: Reservation<'_, Conn>,
         guard: ConnectGuard,
     ) -> Result<Claim<'p>, H2Error> {
@@ -259,7 +258,7 @@ impl Admission {
     pub(super) async fn warm(
         &self,
         pool: &Arc<Pool<Conn>>,
-        addr: SocketAddr,
+        addr: &Target,
         reservation: OwnedReservation<Conn>,
     ) {
         if self.connector.drivers.is_closed() {
@@ -378,7 +377,7 @@ pub(super) fn send_on(
 ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), (H2Error, bool)> {
     // A clone, so that h2 never records a pending-open stream on the pooled handle.
     let sent = conn.send.clone().send_request(request, end_of_stream);
-    let addr = ticket.shared().addr;
+    let addr = ticket.shared().addr.clone();
     match sent {
         Ok((response, body)) => Ok((ResponseFuture::new(response, ticket, addr), body)),
         Err(e) => {

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use http_body::{Frame, SizeHint};
 
 use super::send::Upload;
 use super::timeouts::Deadline;
-use super::{H2Error, RecvStream};
+use super::{H2Error, RecvStream, Target};
 
 /// The body of a response from [`H2Pool::send`](super::H2Pool::send) or the pool's
 /// [`Service`](tower_service::Service): an [`http_body::Body`] of [`Bytes`] whose errors are
@@ -76,7 +75,7 @@ struct Stream {
     remaining: Option<u64>,
     /// The request body's upload: reset if this body is dropped before its end.
     upload: Upload,
-    addr: SocketAddr,
+    addr: Target,
     /// The request's time limit, when it has one: the body fails when it runs out.
     deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
 }
@@ -91,7 +90,7 @@ impl Body {
         content_length: Option<u64>,
         deadline: Option<Deadline>,
     ) -> Body {
-        let addr = recv.backend_addr();
+        let addr = recv.backend_addr().clone();
         let deadline = deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.at)), d.timeout));
         Body {
             stream: Some(Stream {
@@ -141,7 +140,7 @@ impl http_body::Body for Body {
         if let Some((sleep, timeout)) = &mut stream.deadline {
             if sleep.as_mut().poll(cx).is_ready() {
                 let timeout = *timeout;
-                let addr = stream.addr;
+                let addr = stream.addr.clone();
                 // Dropped before its end: the upload stops, h2 resets the stream with
                 // CANCEL, and the stream stops counting against its connection.
                 this.stream = None;

@@ -1,14 +1,14 @@
 //! [`H2PoolBuilder`]: the pool's settings and their defaults.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::connect::Transport;
 use super::health::{
     EjectionPolicy, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
     DEFAULT_MAX_EJECTION_BACKOFF,
 };
 use super::keepalive::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT};
-use super::{H2Error, H2Pool};
+use super::{Connect, DefaultConnector, H2Error, H2Pool, IntoTarget, Target};
 
 /// Default for [`H2PoolBuilder::max_connections_per_backend`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_BACKEND: usize = 8;
@@ -39,7 +39,7 @@ pub const DEFAULT_CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// use tokenpool::h2::H2Pool;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
-/// let pool = H2Pool::builder(["127.0.0.1:9001".parse().unwrap()])
+/// let pool = H2Pool::builder(["http://127.0.0.1:9001"])
 ///     .max_connections_per_backend(4)
 ///     .connect_timeout(Duration::from_millis(500))
 ///     .acquire_timeout(Duration::from_secs(1))
@@ -50,7 +50,12 @@ pub const DEFAULT_CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct H2PoolBuilder {
-    pub(super) backends: Vec<SocketAddr>,
+    pub(super) backends: Vec<Target>,
+    /// The first backend address that did not parse: `build` fails with it.
+    invalid: Option<String>,
+    pub(super) transport: Transport,
+    #[cfg(feature = "rustls")]
+    tls: Option<std::sync::Arc<super::TlsConfig>>,
     pub(super) max_connections: usize,
     pub(super) max_streams: usize,
     pub(super) connect_timeout: Duration,
@@ -70,9 +75,28 @@ pub struct H2PoolBuilder {
 }
 
 impl H2PoolBuilder {
-    pub(super) fn new(backends: impl IntoIterator<Item = SocketAddr>) -> Self {
+    pub(super) fn new<T: IntoTarget>(backends: impl IntoIterator<Item = T>) -> Self {
+        let mut invalid = None;
+        let backends = backends
+            .into_iter()
+            .filter_map(|b| match b.into_target() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let msg = match e {
+                        H2Error::InvalidConfig(msg) => msg,
+                        other => other.to_string(),
+                    };
+                    invalid.get_or_insert(msg);
+                    None
+                }
+            })
+            .collect();
         H2PoolBuilder {
-            backends: backends.into_iter().collect(),
+            backends,
+            invalid,
+            transport: Transport::new(DefaultConnector),
+            #[cfg(feature = "rustls")]
+            tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS_PER_BACKEND,
             max_streams: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -197,8 +221,9 @@ impl H2PoolBuilder {
         self
     }
 
-    /// How long the TCP connect plus the HTTP/2 handshake may take. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`] (3 s).
+    /// How long opening a connection may take: the connector (TCP connect, name
+    /// resolution), the TLS handshake, the HTTP/2 handshake and its first PING round trip.
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`] (3 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self
@@ -266,6 +291,34 @@ impl H2PoolBuilder {
         self
     }
 
+    /// What opens each backend's byte stream; default [`DefaultConnector`] (TCP with
+    /// `TCP_NODELAY`, Unix sockets). The pool still runs TLS (for `https://` backends) and
+    /// HTTP/2 on top of what it returns. See [`Connect`].
+    pub fn connector(mut self, connector: impl Connect) -> Self {
+        self.transport = Transport::new(connector);
+        self
+    }
+
+    /// How to speak TLS to `https://` backends. Without it they are verified against the
+    /// platform's trust store ([`TlsConfig::new`](super::TlsConfig::new)).
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, tls: super::TlsConfig) -> Self {
+        self.tls = Some(std::sync::Arc::new(tls));
+        self
+    }
+
+    /// The TLS step, made once: `None` when no backend is `https://`.
+    #[cfg(feature = "rustls")]
+    pub(super) fn tls_step(&self) -> Result<Option<super::tls::Tls>, H2Error> {
+        if !self.backends.iter().any(Target::is_tls) {
+            return Ok(None);
+        }
+        match &self.tls {
+            Some(tls) => tls.connector().map(Some),
+            None => super::TlsConfig::new().connector().map(Some),
+        }
+    }
+
     /// Builds the pool. No connection is opened until the first request.
     ///
     /// Must be called from within a tokio runtime: the pool spawns a sweeper task (idle and
@@ -273,13 +326,25 @@ impl H2PoolBuilder {
     /// stops when the last clone of the pool is dropped.
     ///
     /// # Errors
-    /// [`H2Error::NoRuntime`] outside a tokio runtime; [`H2Error::InvalidConfig`] for no
-    /// backends, more than [`MAX_BACKENDS`](crate::MAX_BACKENDS), zero or more than
-    /// [`MAX_SLOTS`](crate::MAX_SLOTS) connections per backend, zero connects in progress or
-    /// zero streams per connection, a zero connect, idle, lifetime, request or
-    /// response-header duration, or a flow-control window outside
+    /// [`H2Error::NoRuntime`] outside a tokio runtime; [`H2Error::InvalidConfig`] for a
+    /// backend address that does not parse (named in the message), an `https://` backend
+    /// without the `rustls` feature, TLS settings that cannot be used (no platform roots),
+    /// no backends, more than [`MAX_BACKENDS`](crate::MAX_BACKENDS), zero or more than
+    /// [`MAX_SLOTS`](crate::MAX_SLOTS) connections per backend, a warm minimum above that,
+    /// zero connects in progress or zero streams per connection, a zero connect, idle,
+    /// lifetime, request, response-header or keepalive duration, an ejection backoff that is
+    /// zero or whose cap is below it, or a flow-control window outside
     /// `1..=2^31-1`.
     pub fn build(self) -> Result<H2Pool, H2Error> {
+        if let Some(invalid) = &self.invalid {
+            return Err(H2Error::InvalidConfig(invalid.clone()));
+        }
+        #[cfg(not(feature = "rustls"))]
+        if let Some(t) = self.backends.iter().find(|t| t.is_tls()) {
+            return Err(H2Error::InvalidConfig(format!(
+                "`{t}` needs TLS: build tokenpool with the `rustls` feature"
+            )));
+        }
         if self.backends.is_empty() {
             return Err(H2Error::InvalidConfig("no backends".into()));
         }
@@ -342,5 +407,26 @@ impl H2PoolBuilder {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| H2Error::NoRuntime)?;
         H2Pool::from_builder(self, runtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invalid_addresses_and_tls_without_rustls_fail_the_build() {
+        match H2Pool::builder(["http://127.0.0.1:1", "http://a b:1"]).build() {
+            Err(H2Error::InvalidConfig(msg)) => assert!(msg.contains("`http://a b:1`"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        let tls = H2Pool::builder(["https://127.0.0.1:9443"]).build();
+        #[cfg(not(feature = "rustls"))]
+        match tls {
+            Err(H2Error::InvalidConfig(msg)) => assert!(msg.contains("`rustls` feature"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        #[cfg(feature = "rustls")]
+        drop(tls); // platform roots or not: depends on the machine
     }
 }

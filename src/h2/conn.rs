@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::Target;
 use crate::{Pool, Token};
 
 /// What a pool slot holds: the connection's request handle and its shared state.
@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     /// False once the driver task has seen the connection end (GOAWAY completed, error, EOF).
     alive: AtomicBool,
     pub(crate) created: Instant,
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: Target,
     /// The backend's pool, to release a parked token when a stream ends.
     pool: Weak<Pool<Conn>>,
     streams: Mutex<Streams>,
@@ -54,7 +54,7 @@ pub(crate) struct Streams {
 
 impl Shared {
     pub(crate) fn new(
-        addr: SocketAddr,
+        addr: Target,
         pool: Weak<Pool<Conn>>,
         limit: usize,
         backend_streams: Arc<AtomicUsize>,
@@ -178,14 +178,14 @@ impl Drop for StreamTicket {
 pub struct ResponseFuture {
     inner: ::h2::client::ResponseFuture,
     ticket: Option<StreamTicket>,
-    addr: SocketAddr,
+    addr: Target,
 }
 
 impl ResponseFuture {
     pub(crate) fn new(
         inner: ::h2::client::ResponseFuture,
         ticket: StreamTicket,
-        addr: SocketAddr,
+        addr: Target,
     ) -> Self {
         ResponseFuture {
             inner,
@@ -200,8 +200,8 @@ impl ResponseFuture {
     }
 
     /// The address of the backend the request went to.
-    pub fn backend_addr(&self) -> SocketAddr {
-        self.addr
+    pub fn backend_addr(&self) -> &Target {
+        &self.addr
     }
 }
 
@@ -214,7 +214,7 @@ impl Future for ResponseFuture {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => {
                 let ticket = this.ticket.take();
-                let addr = this.addr;
+                let addr = this.addr.clone();
                 Poll::Ready(Ok(response.map(|inner| RecvStream {
                     inner,
                     _ticket: ticket,
@@ -245,7 +245,7 @@ impl fmt::Debug for ResponseFuture {
 pub struct RecvStream {
     inner: ::h2::RecvStream,
     _ticket: Option<StreamTicket>,
-    addr: SocketAddr,
+    addr: Target,
 }
 
 impl RecvStream {
@@ -256,8 +256,8 @@ impl RecvStream {
     }
 
     /// The address of the backend the response came from.
-    pub fn backend_addr(&self) -> SocketAddr {
-        self.addr
+    pub fn backend_addr(&self) -> &Target {
+        &self.addr
     }
 }
 

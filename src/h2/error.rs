@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use super::Target;
 
 /// Why an [`H2Pool`](super::H2Pool) operation failed.
 ///
@@ -23,18 +24,20 @@ pub enum H2Error {
         /// How many backends the pool has.
         backends: usize,
     },
-    /// Opening the connection failed: TCP connect refused or unreachable, or the peer closed
-    /// or reset it during the HTTP/2 handshake.
+    /// Opening the connection failed: the connector's error (TCP connect refused or
+    /// unreachable, a host name that does not resolve, a Unix socket that is not there), or
+    /// the peer closed or reset the connection during the TLS or HTTP/2 handshake.
     Connect {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// What the operating system said.
         source: io::Error,
     },
-    /// The TCP connect plus HTTP/2 handshake took longer than the connect timeout.
+    /// Opening the connection (connector, TLS handshake, HTTP/2 handshake and its first PING
+    /// round trip) took longer than the connect timeout.
     ConnectTimeout {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The connect timeout that ran out.
         timeout: Duration,
     },
@@ -42,7 +45,7 @@ pub enum H2Error {
     /// I/O (the peer does not speak HTTP/2, or sent an invalid frame).
     Handshake {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The h2 error.
         source: ::h2::Error,
     },
@@ -51,7 +54,7 @@ pub enum H2Error {
     /// [module docs](super)), and that connect failed. Nothing was sent.
     JoinedConnectFailed {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The error the connecting request got, as text.
         cause: String,
         /// Whether that error was retryable (a failed connect always is; a configuration
@@ -66,7 +69,7 @@ pub enum H2Error {
         /// The backend index.
         backend: usize,
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// When the next connect (a probe) will be let through.
         until: std::time::Instant,
         /// Consecutive connect failures so far.
@@ -84,7 +87,7 @@ pub enum H2Error {
     /// before the exchange completed. Other connections are not affected.
     ConnectionLost {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The h2 error that reported it.
         source: ::h2::Error,
         /// Sending the request again is safe: it never left (the connection failed as its
@@ -96,14 +99,14 @@ pub enum H2Error {
     /// already carries as many streams as it may.
     ConnectionFull {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The connection's stream limit.
         limit: usize,
     },
     /// The backend reset the request's stream (`RST_STREAM`) after it was opened.
     StreamReset {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The h2 error that reported it; its [`reason`](::h2::Error::reason) is the
         /// backend's error code.
         source: ::h2::Error,
@@ -134,7 +137,7 @@ pub enum H2Error {
     /// opened, was reset with `CANCEL` and no longer counts against its connection.
     RequestTimeout {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The limit that ran out.
         timeout: Duration,
         /// Whether the request head had been handed to a connection when the limit ran out
@@ -148,15 +151,113 @@ pub enum H2Error {
     /// Not retryable: the backend may be processing the request.
     ResponseHeaderTimeout {
         /// The backend's address.
-        addr: SocketAddr,
+        addr: Target,
         /// The limit that ran out.
         timeout: Duration,
     },
     /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
     /// connection drivers on the runtime it is built in).
     NoRuntime,
-    /// A builder setting is out of range (for example zero connections per backend).
+    /// A builder setting is out of range (for example zero connections per backend), or a
+    /// backend address or TLS setting is invalid; the message names it.
     InvalidConfig(String),
+    /// The TLS handshake with an `https://` backend failed: its certificate was rejected (the
+    /// reason is in `failure`), or the backend rejected the handshake with an alert (for
+    /// example because it requires a client certificate). Not retryable: the same
+    /// configuration fails the same way.
+    Tls {
+        /// The backend's address.
+        addr: Target,
+        /// Why, typed.
+        failure: TlsFailure,
+        /// The I/O error carrying rustls's own error (`source().source()` is the
+        /// `rustls::Error`).
+        source: io::Error,
+    },
+    /// An `https://` backend did not agree to HTTP/2 in TLS ALPN: it refused `h2` with the
+    /// `no_application_protocol` alert (it offers only other protocols, such as `http/1.1`),
+    /// completed the handshake without choosing a protocol, or chose another one. The pool
+    /// speaks only HTTP/2; the connection was closed and its slot freed. Not retryable.
+    AlpnNotH2 {
+        /// The backend's address.
+        addr: Target,
+        /// The protocol the backend chose; `None` when it chose none or refused.
+        negotiated: Option<String>,
+        /// True when it refused with the `no_application_protocol` alert.
+        refused: bool,
+    },
+}
+
+/// Why a TLS handshake failed ([`H2Error::Tls`]), from rustls's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The backend's certificate chain does not lead to a trusted root (unknown or
+    /// self-signed CA: the pool trusts the platform's roots, or the CA bundle it was given).
+    UnknownIssuer,
+    /// The certificate is not valid for the name the pool checked (the backend's host, or the
+    /// `TlsConfig::server_name` override).
+    WrongName {
+        /// The name checked, when rustls reports it.
+        expected: Option<String>,
+        /// The names in the certificate, when rustls reports them.
+        presented: Vec<String>,
+    },
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotYetValid,
+    /// The certificate has been revoked.
+    Revoked,
+    /// The certificate was rejected for another reason (rustls's description).
+    BadCertificate(String),
+    /// The backend ended the handshake with this TLS alert (RFC 8446 name, e.g.
+    /// `certificate_required` when it requires a client certificate and none was given,
+    /// `unknown_ca` or `bad_certificate` when it rejected the one given).
+    AlertReceived(String),
+    /// Any other TLS failure (rustls's description).
+    Other(String),
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::UnknownIssuer => f.write_str(
+                "the backend's certificate is not signed by a trusted CA (unknown issuer)",
+            ),
+            TlsFailure::WrongName {
+                expected,
+                presented,
+            } => {
+                f.write_str("the backend's certificate is not valid for ")?;
+                match expected {
+                    Some(name) => write!(f, "the name `{name}`")?,
+                    None => f.write_str("the name checked")?,
+                }
+                if !presented.is_empty() {
+                    write!(f, " (it is for {})", presented.join(", "))?;
+                }
+                Ok(())
+            }
+            TlsFailure::Expired => f.write_str("the backend's certificate has expired"),
+            TlsFailure::NotYetValid => f.write_str("the backend's certificate is not valid yet"),
+            TlsFailure::Revoked => f.write_str("the backend's certificate has been revoked"),
+            TlsFailure::BadCertificate(why) => {
+                write!(f, "the backend's certificate was rejected: {why}")
+            }
+            TlsFailure::AlertReceived(alert) => {
+                write!(
+                    f,
+                    "the backend refused the handshake with the alert `{alert}`"
+                )?;
+                if alert == "certificate_required" {
+                    f.write_str(" (it requires a client certificate)")?;
+                }
+                Ok(())
+            }
+            TlsFailure::Other(why) => f.write_str(why),
+        }
+    }
 }
 
 impl H2Error {
@@ -169,12 +270,12 @@ impl H2Error {
     /// Proxies that drive [`ResponseFuture`](super::ResponseFuture) and
     /// [`RecvStream`](super::RecvStream) themselves can use this to report h2 errors in the
     /// pool's terms.
-    pub fn from_h2(addr: SocketAddr, err: ::h2::Error) -> H2Error {
+    pub fn from_h2(addr: Target, err: ::h2::Error) -> H2Error {
         H2Error::from_h2_sent(addr, err, false)
     }
 
     /// [`from_h2`](H2Error::from_h2) for a request whose replay safety is known.
-    pub(super) fn from_h2_sent(addr: SocketAddr, err: ::h2::Error, replay_safe: bool) -> H2Error {
+    pub(super) fn from_h2_sent(addr: Target, err: ::h2::Error, replay_safe: bool) -> H2Error {
         if err.is_go_away() || err.is_io() {
             H2Error::ConnectionLost {
                 addr,
@@ -206,6 +307,10 @@ impl H2Error {
     /// and it is not retryable. A time limit that ran out after the head was sent is never
     /// retryable, whatever the method: the backend may still be processing the request
     /// (a proxy may still choose to send an idempotent request elsewhere, RFC 9110 §9.2.2).
+    ///
+    /// A failed connect that retrying cannot fix is not retryable although nothing was sent:
+    /// [`H2Error::Tls`] (a rejected certificate, a refused handshake) and
+    /// [`H2Error::AlpnNotH2`] fail the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
             H2Error::Connect { .. }
@@ -235,7 +340,9 @@ impl H2Error {
             | H2Error::ResponseHeaderTimeout { .. }
             | H2Error::NoRuntime
             | H2Error::Shutdown
-            | H2Error::InvalidConfig(_) => false,
+            | H2Error::InvalidConfig(_)
+            | H2Error::Tls { .. }
+            | H2Error::AlpnNotH2 { .. } => false,
         }
     }
 }
@@ -320,6 +427,24 @@ impl fmt::Display for H2Error {
                 f.write_str("H2Pool::build must be called from within a tokio runtime")
             }
             H2Error::InvalidConfig(what) => write!(f, "invalid H2Pool configuration: {what}"),
+            H2Error::Tls { addr, failure, .. } => {
+                write!(f, "TLS handshake with {addr} failed: {failure}")
+            }
+            H2Error::AlpnNotH2 {
+                addr,
+                negotiated,
+                refused,
+            } => {
+                write!(f, "{addr} does not speak HTTP/2 over TLS: ")?;
+                match (negotiated, refused) {
+                    (Some(p), _) => write!(f, "ALPN chose `{p}` instead of `h2`"),
+                    (None, true) => f.write_str(
+                        "it refused ALPN `h2` (alert `no_application_protocol`: it offers \
+                         other protocols only, such as `http/1.1`)",
+                    ),
+                    (None, false) => f.write_str("ALPN chose no protocol (`h2` required)"),
+                }
+            }
         }
     }
 }
@@ -327,7 +452,7 @@ impl fmt::Display for H2Error {
 impl std::error::Error for H2Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            H2Error::Connect { source, .. } => Some(source),
+            H2Error::Connect { source, .. } | H2Error::Tls { source, .. } => Some(source),
             H2Error::Handshake { source, .. }
             | H2Error::ConnectionLost { source, .. }
             | H2Error::StreamReset { source, .. }
@@ -359,9 +484,9 @@ mod tests {
 
     #[test]
     fn display_names_the_backend_and_the_cause() {
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         let e = H2Error::Connect {
-            addr,
+            addr: addr.into(),
             source: io::Error::from(io::ErrorKind::ConnectionRefused),
         };
         assert!(e
@@ -380,29 +505,32 @@ mod tests {
     #[test]
     fn stream_resets_are_protocol_errors_and_refused_ones_retryable() {
         // GOAWAY and I/O errors cannot be built outside h2; the integration tests see them.
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         let reset = ::h2::Error::from(::h2::Reason::CANCEL);
         assert!(matches!(
-            H2Error::from_h2(addr, reset),
+            H2Error::from_h2(addr.into(), reset),
             H2Error::Protocol(_)
         ));
         let refused = ::h2::Error::from(::h2::Reason::REFUSED_STREAM);
-        assert!(H2Error::from_h2(addr, refused).is_retryable());
+        assert!(H2Error::from_h2(addr.into(), refused).is_retryable());
     }
 
     #[test]
     fn timeouts_are_retryable_only_before_the_request_was_sent() {
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let addr: Target = "127.0.0.1:9"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into();
         let timeout = Duration::from_millis(5);
         let unsent = H2Error::RequestTimeout {
-            addr,
+            addr: addr.clone(),
             timeout,
             sent: false,
         };
         assert!(unsent.is_retryable());
         assert!(unsent.to_string().contains("before it was sent"));
         let sent = H2Error::RequestTimeout {
-            addr,
+            addr: addr.clone(),
             timeout,
             sent: true,
         };

@@ -1,14 +1,13 @@
 //! [`H2Lease`]: exclusive use of one pooled connection.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::admission::{give_back, send_on};
 use super::conn::{Conn, Shared, StreamTicket};
-use super::{H2Error, ResponseFuture};
+use super::{H2Error, ResponseFuture, Target};
 use crate::{Pool, Token};
 
 /// Exclusive use of one pooled connection, for callers that want to choose which streams
@@ -94,7 +93,7 @@ impl H2Lease {
         };
         let ticket =
             StreamTicket::count_if_room(&self.shared).map_err(|limit| H2Error::ConnectionFull {
-                addr: self.shared.addr,
+                addr: self.shared.addr.clone(),
                 limit,
             })?;
         let sent = send_on(conn, ticket, request, end_of_stream);
@@ -121,8 +120,8 @@ impl H2Lease {
     }
 
     /// The backend's address.
-    pub fn backend_addr(&self) -> SocketAddr {
-        self.shared.addr
+    pub fn backend_addr(&self) -> &Target {
+        &self.shared.addr
     }
 
     /// Takes the connection out of the pool: no new stream goes to it; its running streams

@@ -224,9 +224,35 @@
 //! streams on it, take it out of service with [`H2Lease::drain`], or read its
 //! [`ConnId`](crate::ConnId). For full control, build on [`ConnectionPool`] directly.
 //!
-//! # TLS
-//! Connections are h2c with prior knowledge (cleartext HTTP/2), as between a proxy and its
-//! backends on a private network. TLS would slot in at the connect step.
+//! # Backends: addresses, transports and TLS
+//! Backends are given as users write them ([`Target`]): `http://host:port` and socket
+//! addresses (h2c with prior knowledge, cleartext HTTP/2 as between a proxy and its backends
+//! on a private network), `https://host:port` (HTTP/2 over TLS) and `unix:/path` (h2c over a
+//! Unix socket). Host names are resolved at each connect, so a DNS change reaches the next
+//! new connection.
+//!
+//! Opening a connection has three layers. The byte stream comes from a [`Connect`]
+//! implementation: [`DefaultConnector`] (TCP with `TCP_NODELAY`, Unix sockets) unless
+//! [`H2PoolBuilder::connector`] gives another. For `https://` backends the pool then runs TLS
+//! (feature `rustls`, on by default; rustls with the `ring` provider): ALPN `h2` offered and
+//! required ([`H2Error::AlpnNotH2`] otherwise), SNI from the host (or
+//! `TlsConfig::server_name`), verification against the platform's roots or a CA bundle,
+//! client certificates for mutual TLS, or a whole `rustls::ClientConfig` of the caller's
+//! (`TlsConfig`). Last come the HTTP/2 handshake, the connection's driver task and a PING
+//! round trip. All of it runs within the connect timeout, and a failure at any layer frees
+//! the slot. A rejected certificate is an [`H2Error::Tls`] whose [`TlsFailure`] says why.
+//!
+//! ```no_run
+//! # #[cfg(feature = "rustls")]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
+//! use tokenpool::h2::{H2Pool, TlsConfig};
+//!
+//! let pool = H2Pool::builder(["https://127.0.0.1:9443", "unix:/run/app.sock"])
+//!     .tls(TlsConfig::new().ca_file("ca.pem")?)
+//!     .build()?;
+//! # Ok(()) }
+//! # #[cfg(not(feature = "rustls"))] fn main() {}
+//! ```
 //!
 //! [`Pool`]: crate::Pool
 //! [`ConnectionPool`]: crate::ConnectionPool
@@ -250,7 +276,11 @@ mod send;
 mod service;
 mod shutdown;
 mod sweep;
+mod target;
 mod timeouts;
+#[cfg(feature = "rustls")]
+mod tls;
+mod transport;
 
 pub use body::Body;
 pub use builder::{
@@ -259,7 +289,7 @@ pub use builder::{
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_WINDOW,
 };
 pub use conn::{RecvStream, ResponseFuture};
-pub use error::H2Error;
+pub use error::{H2Error, TlsFailure};
 pub use health::{
     BackendHealth, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
     DEFAULT_MAX_EJECTION_BACKOFF,
@@ -269,4 +299,8 @@ pub use lease::H2Lease;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};
 pub use shutdown::ShutdownReport;
+pub use target::{IntoTarget, Target};
 pub use timeouts::Timeouts;
+#[cfg(feature = "rustls")]
+pub use tls::TlsConfig;
+pub use transport::{Connect, DefaultConnector, DefaultStream};

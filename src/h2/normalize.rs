@@ -1,13 +1,11 @@
 //! Request normalisation for [`H2Pool::send`](super::H2Pool::send): what turns an HTTP/1.1
 //! request, forwarded as is, into a valid HTTP/2 request head.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Version};
 
-use super::H2Error;
+use super::{H2Error, Target};
 
 /// Headers that only make sense on one HTTP/1.x connection (RFC 9110 §7.6.1, RFC 9113
 /// §8.2.2), besides `Connection` itself and the headers it names.
@@ -24,17 +22,14 @@ const CONNECTION_SPECIFIC: [&str; 4] = [
 ///    `Transfer-Encoding` and `Upgrade`;
 /// 2. keeps `TE` only as `TE: trailers`, and only if `trailers` was among its values;
 /// 3. gives a URI without scheme and authority (origin form, `/path?query`) the scheme
-///    `http` and the authority from `Host`, else `backend`'s address; an empty path becomes
+///    `https` for a TLS backend, else `http`, and the authority from `Host`, else `backend`'s address; an empty path becomes
 ///    `/`. A URI that has an authority is kept as it is (`CONNECT` included);
 /// 4. removes `Host` (its value travels as `:authority`);
 /// 5. sets the version to HTTP/2, so that h2 encodes the authority as `:authority`.
 ///
 /// # Errors
 /// [`H2Error::InvalidRequest`] when an origin-form request's `Host` is not a valid authority.
-pub(super) fn normalize(
-    parts: &mut http::request::Parts,
-    backend: SocketAddr,
-) -> Result<(), H2Error> {
+pub(super) fn normalize(parts: &mut http::request::Parts, backend: &Target) -> Result<(), H2Error> {
     strip_connection_specific(&mut parts.headers);
     let host = parts.headers.remove(header::HOST);
     if parts.uri.authority().is_none() {
@@ -42,7 +37,7 @@ pub(super) fn normalize(
             Some(host) => Authority::try_from(host.as_bytes()).map_err(|e| {
                 H2Error::InvalidRequest(format!("the Host header is not an authority: {e}"))
             })?,
-            None => Authority::try_from(backend.to_string()).map_err(|e| {
+            None => Authority::try_from(backend.authority()).map_err(|e| {
                 H2Error::InvalidRequest(format!("the backend address is not an authority: {e}"))
             })?,
         };
@@ -52,7 +47,7 @@ pub(super) fn normalize(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(scheme(backend))
             .authority(authority)
             .path_and_query(path)
             .build()
@@ -60,7 +55,7 @@ pub(super) fn normalize(
     } else if parts.uri.scheme().is_none() && parts.method != Method::CONNECT {
         // Authority form on a request other than CONNECT: give it a scheme and a path.
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(scheme(backend));
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
         parts.uri = Uri::from_parts(uri).map_err(|e| H2Error::InvalidRequest(e.to_string()))?;
     }
@@ -97,6 +92,16 @@ fn strip_connection_specific(headers: &mut HeaderMap) {
     }
 }
 
+/// The `:scheme` of a request given none: `https` to a TLS backend (RFC 9113 §8.3.1: the
+/// scheme of the target URI), else `http`.
+fn scheme(backend: &Target) -> Scheme {
+    if backend.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,8 +110,8 @@ mod tests {
         req.body(()).unwrap().into_parts().0
     }
 
-    fn backend() -> SocketAddr {
-        "10.0.0.7:8080".parse().unwrap()
+    fn backend() -> Target {
+        Target::parse("10.0.0.7:8080").unwrap()
     }
 
     #[test]
@@ -123,7 +128,7 @@ mod tests {
                 .header("te", "gzip, trailers;q=0.5")
                 .header("x-end-to-end", "kept"),
         );
-        normalize(&mut p, backend()).unwrap();
+        normalize(&mut p, &backend()).unwrap();
         let mut names: Vec<&str> = p.headers.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["te", "x-end-to-end"]);
@@ -133,7 +138,7 @@ mod tests {
     #[test]
     fn te_without_trailers_is_removed() {
         let mut p = parts(http::Request::get("http://a/").header("te", "gzip, deflate"));
-        normalize(&mut p, backend()).unwrap();
+        normalize(&mut p, &backend()).unwrap();
         assert!(p.headers.get("te").is_none());
     }
 
@@ -144,7 +149,7 @@ mod tests {
                 .version(Version::HTTP_11)
                 .header("host", "example.test:81"),
         );
-        normalize(&mut p, backend()).unwrap();
+        normalize(&mut p, &backend()).unwrap();
         assert_eq!(p.uri, "http://example.test:81/v1/items?x=1");
         assert!(p.headers.get("host").is_none());
         assert_eq!(p.version, Version::HTTP_2);
@@ -153,14 +158,14 @@ mod tests {
     #[test]
     fn origin_form_without_host_takes_the_backend_address() {
         let mut p = parts(http::Request::get("/"));
-        normalize(&mut p, backend()).unwrap();
+        normalize(&mut p, &backend()).unwrap();
         assert_eq!(p.uri, "http://10.0.0.7:8080/");
     }
 
     #[test]
     fn absolute_form_is_kept_and_host_dropped() {
         let mut p = parts(http::Request::get("https://x.test/p").header("host", "other.test"));
-        normalize(&mut p, backend()).unwrap();
+        normalize(&mut p, &backend()).unwrap();
         assert_eq!(p.uri, "https://x.test/p");
         assert!(p.headers.get("host").is_none());
     }
@@ -168,7 +173,7 @@ mod tests {
     #[test]
     fn invalid_host_is_an_error_not_a_panic() {
         let mut p = parts(http::Request::get("/").header("host", "bad host"));
-        let e = normalize(&mut p, backend()).unwrap_err();
+        let e = normalize(&mut p, &backend()).unwrap_err();
         assert!(matches!(e, H2Error::InvalidRequest(_)), "{e}");
         assert!(!e.is_retryable());
     }

@@ -1,7 +1,6 @@
 //! [`H2Pool`]: the pool's handle, its settings in use, and its public operations.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,10 +16,11 @@ use super::keepalive::KeepAlive;
 use super::shutdown::Drivers;
 use super::sweep::{self, Limits};
 use super::{BackendHealth, ShutdownReport};
-use super::{H2Error, H2Lease, H2PoolBuilder, ResponseFuture};
+use super::{H2Error, H2Lease, H2PoolBuilder, IntoTarget, ResponseFuture, Target};
 use crate::{ConnectionPool, Pool, Stats};
 
-/// A pool of HTTP/2 (h2c) connections to a fixed list of backends, addressed by index.
+/// A pool of HTTP/2 connections (h2c, or h2 over TLS) to a fixed list of backends, addressed
+/// by index.
 ///
 /// Cheap to clone (an `Arc` inside); `Send + Sync + 'static`. See the [module docs](crate::h2)
 /// for how requests share connections.
@@ -33,7 +33,7 @@ pub struct H2Pool {
 struct Inner {
     /// The sweeper holds a `Weak` to it.
     pools: Arc<ConnectionPool<Conn>>,
-    addrs: Box<[SocketAddr]>,
+    addrs: Box<[Target]>,
     admission: Admission,
     limits: Limits,
     /// Where upload tasks run (the runtime the pool was built in).
@@ -71,8 +71,9 @@ impl Inner {
                 let Some(reservation) = Pool::reserve_owned(pool) else {
                     break;
                 };
-                let (inner, pool, addr) = (Arc::clone(self), Arc::clone(pool), self.addrs[backend]);
+                let (inner, pool) = (Arc::clone(self), Arc::clone(pool));
                 self.runtime.spawn(async move {
+                    let addr = &inner.addrs[backend];
                     inner.admission.warm(&pool, addr, reservation).await;
                 });
             }
@@ -81,8 +82,22 @@ impl Inner {
 }
 
 impl H2Pool {
-    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address).
-    pub fn builder(backends: impl IntoIterator<Item = SocketAddr>) -> H2PoolBuilder {
+    /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address): socket
+    /// addresses, [`Target`]s, or strings in the forms [`Target`] lists (`http://host:port`,
+    /// `https://host:port`, `unix:/path`). A string that does not parse makes
+    /// [`build`](H2PoolBuilder::build) fail with [`H2Error::InvalidConfig`] naming it.
+    ///
+    /// ```
+    /// # use tokenpool::h2::H2Pool;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tokenpool::h2::H2Error> {
+    /// let a: std::net::SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    /// let pool = H2Pool::builder([a]).build()?;
+    /// let pool = H2Pool::builder(["http://localhost:9001", "unix:/run/b.sock"]).build()?;
+    /// assert_eq!(pool.backend_addr(1).map(|t| t.to_string()), Some("unix:/run/b.sock".into()));
+    /// assert!(H2Pool::builder(["http://bad host"]).build().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn builder<T: IntoTarget>(backends: impl IntoIterator<Item = T>) -> H2PoolBuilder {
         H2PoolBuilder::new(backends)
     }
 
@@ -92,6 +107,8 @@ impl H2Pool {
     ) -> Result<H2Pool, H2Error> {
         let backends = b.backends.len();
         let pools = Arc::new(ConnectionPool::new(backends, b.max_connections)?);
+        #[cfg(feature = "rustls")]
+        let tls = b.tls_step()?;
         let mut h2_builder = ::h2::client::Builder::new();
         h2_builder
             .initial_window_size(b.stream_window)
@@ -116,6 +133,9 @@ impl H2Pool {
                 max_lifetime: b.max_lifetime,
                 acquire_timeout: b.acquire_timeout,
                 connector: Connector {
+                    transport: b.transport,
+                    #[cfg(feature = "rustls")]
+                    tls,
                     h2_builder,
                     connect_timeout: b.connect_timeout,
                     max_streams: b.max_streams,
@@ -231,9 +251,9 @@ impl H2Pool {
     }
 
     /// The slots of `backend` and its address.
-    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, SocketAddr), H2Error> {
+    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, &Target), H2Error> {
         let pool = self.inner.pools.backend(backend)?;
-        Ok((pool, self.inner.addrs[backend]))
+        Ok((pool, &self.inner.addrs[backend]))
     }
 
     /// The low-level path: opens a stream to `backend` on a pooled connection and sends the
@@ -299,8 +319,8 @@ impl H2Pool {
         let (response, mut send) = self
             .send_request(backend, http::Request::from_parts(head, ()), end_of_stream)
             .await?;
-        let addr = response.backend_addr();
-        let lost = |e| H2Error::from_h2_sent(addr, e, replay_safe);
+        let addr = response.backend_addr().clone();
+        let lost = |e| H2Error::from_h2_sent(addr.clone(), e, replay_safe);
         if !end_of_stream {
             send.send_data(body, true).map_err(lost)?;
         }
@@ -351,8 +371,8 @@ impl H2Pool {
     }
 
     /// The address of `backend`, or `None` for an unknown index.
-    pub fn backend_addr(&self, backend: usize) -> Option<SocketAddr> {
-        self.inner.addrs.get(backend).copied()
+    pub fn backend_addr(&self, backend: usize) -> Option<&Target> {
+        self.inner.addrs.get(backend)
     }
 
     /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
@@ -457,11 +477,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let pool = rt.block_on(async {
-            H2Pool::builder(["127.0.0.1:1".parse().unwrap()])
-                .build()
-                .unwrap()
-        });
+        let pool = rt.block_on(async { H2Pool::builder(["127.0.0.1:1"]).build().unwrap() });
         send(&pool.send_request(0, http::Request::new(()), true));
         send(&pool.request(0, http::Request::new(Bytes::new())));
         send(&pool.lease(0));

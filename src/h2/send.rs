@@ -142,6 +142,7 @@ impl H2Pool {
             .or(self.default_timeouts());
         let request_deadline = Deadline::after(Instant::now(), timeouts.request);
         normalize(&mut parts, addr)?;
+        let addr = addr.clone();
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
         let replay_safe = end_of_stream && parts.method.is_idempotent();
@@ -150,7 +151,7 @@ impl H2Pool {
         let (response, send_stream) = match request_deadline {
             Some(d) => tokio::time::timeout_at(d.at, opening).await.map_err(|_| {
                 H2Error::RequestTimeout {
-                    addr,
+                    addr: addr.clone(),
                     timeout: d.timeout,
                     sent: false,
                 }
@@ -276,7 +277,7 @@ impl Upload {
 
     /// The response side failed with `e`: reports the request body's error if that is what
     /// reset the stream, else `e` in the pool's terms. Stops the upload.
-    pub(super) fn error(self, addr: std::net::SocketAddr, e: ::h2::Error) -> H2Error {
+    pub(super) fn error(self, addr: super::Target, e: ::h2::Error) -> H2Error {
         match crate::sync::lock(&self.failed).take() {
             Some(body_error) => H2Error::RequestBody(body_error),
             None => H2Error::from_h2_sent(addr, e, self.replay_safe),
