@@ -3,14 +3,18 @@
 //! In one process: two loopback backends (backend 0 h2c; backend 1 HTTP/2 over TLS with a
 //! certificate made at start-up, or h2c without the `rustls` feature), the reverse proxy from `examples/proxy` (same
 //! code) with its `H2Pool`, and an h2c load generator driving many concurrent streams through
-//! the proxy. Mid-run, backend 0 sends GOAWAY on its connections and backend 1 is restarted
-//! (listener and connections closed, then bound again on the same port). At the end it prints
+//! the proxy. Mid-run, backend 0's connections go dark (a relay in front of it stops
+//! forwarding without closing them, as a NAT that lost its mapping would) and the pool's
+//! keepalive PING finds them; later backend 0 sends GOAWAY on its connections, and backend 1
+//! is restarted (listener and connections closed, then bound again on the same port), which
+//! gets it ejected by the pool after its failed connects and restored once it answers again. At the end it prints
 //! requests/s, latency p50/p99, the per-backend pool stats and `lost: N`, the requests that
 //! neither got a response nor a counted error; the exit code is non-zero unless that is 0.
 
 #[path = "../proxy/backend.rs"]
 mod backend;
 mod loadgen;
+mod relay;
 #[path = "../proxy/server.rs"]
 mod server;
 
@@ -24,12 +28,14 @@ use tokio::time::Instant;
 
 use backend::Backend;
 use loadgen::{LoadConfig, LoadGen, Outcome, Snapshot};
+use relay::Relay;
 
 const USAGE: &str = "\
 usage: demo [options]
 
 Starts two loopback h2c backends, the reverse proxy (tokenpool::h2::H2Pool) and an h2c load
-generator in one process; mid-run backend 0 sends GOAWAY and backend 1 restarts; then prints
+generator in one process; mid-run backend 0's connections go dark (keepalive finds them),
+backend 0 sends GOAWAY and backend 1 restarts (it is ejected, then restored); then prints
 requests/s, latency p50/p99, per-backend pool stats and `lost: N` (exit code 1 unless 0).
 
 options:
@@ -167,7 +173,19 @@ const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// How long backend 1 stays down during its restart.
-const RESTART_DOWNTIME: Duration = Duration::from_millis(300);
+const RESTART_DOWNTIME: Duration = Duration::from_millis(1500);
+
+/// Keepalive PING settings of the demo's pool (demo scale: a real deployment would use
+/// seconds to tens of seconds).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(250);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Failed connects in a row that eject a backend in the demo (the pool's default is 3; the
+/// proxy's own down-marking makes it try a down backend only about twice a second).
+const EJECT_AFTER: u32 = 2;
+
+/// How often the demo looks at the pool's health to report changes.
+const HEALTH_POLL: Duration = Duration::from_millis(20);
 
 /// How long in-flight requests get to finish after the load stops before they count as lost.
 const FINISH_DEADLINE: Duration = Duration::from_secs(10);
@@ -188,14 +206,23 @@ async fn run(o: Opts) -> Result<u64, String> {
     .await
     .map_err(|e| format!("backend 1: {e}"))?;
     let b1_target = tls.target(b1.addr());
+    // Backend 0 behind a relay that can black-hole its connections.
+    let relay = Relay::start(b0.addr())
+        .await
+        .map_err(|e| format!("relay: {e}"))?;
     let pool = tls
         .client(H2Pool::builder([
-            Target::from(b0.addr()),
+            Target::from(relay.addr()),
             b1_target.clone(),
         ]))
         .max_connections_per_backend(o.max_conns)
         .connect_timeout(Duration::from_millis(500))
         .acquire_timeout(Duration::from_secs(2))
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .eject_after_connect_failures(EJECT_AFTER)
+        .ejection_backoff(Duration::from_millis(500), Duration::from_secs(2))
         .build()
         .map_err(|e| format!("pool: {e}"))?;
     let listener = tokio::net::TcpListener::bind(LOOPBACK)
@@ -217,6 +244,13 @@ async fn run(o: Opts) -> Result<u64, String> {
         o.max_conns
     );
     println!(
+        "demo: backend 0 through relay {} (can go dark); keepalive PING every {} ms, timeout {} \
+         ms; a backend is ejected after {EJECT_AFTER} failed connects",
+        relay.addr(),
+        KEEP_ALIVE_INTERVAL.as_millis(),
+        KEEP_ALIVE_TIMEOUT.as_millis()
+    );
+    println!(
         "demo: load: {} h2c connections x {} concurrent streams for {:.1} s, every {} request a POST /echo",
         o.connections,
         o.streams,
@@ -234,6 +268,7 @@ async fn run(o: Opts) -> Result<u64, String> {
 
     let start = Instant::now();
     let end = start + o.duration;
+    let dark_at = start + o.duration.mul_f64(0.15);
     let goaway_at = start + o.duration.mul_f64(0.35);
     let restart_at = start + o.duration.mul_f64(0.6);
     let mut next_tick = start + Duration::from_secs(1);
@@ -242,9 +277,16 @@ async fn run(o: Opts) -> Result<u64, String> {
     let mut goaway_done = false;
     let mut b1 = Some(b1);
     let mut restarting = None;
+    // Keepalive: (when the connections went dark, how many) until the pool closed them all.
+    let mut dark: Option<(Instant, usize)> = None;
+    let mut dark_done = false;
+    let mut detected: Option<Duration> = None;
+    // Ejection of backend 1: whether the last look saw it ejected, and how often it was.
+    let mut ejected = false;
+    let mut ejections = 0;
 
     loop {
-        let mut wake = end.min(next_tick);
+        let mut wake = end.min(next_tick).min(Instant::now() + HEALTH_POLL);
         if !goaway_done {
             wake = wake.min(goaway_at);
         }
@@ -254,6 +296,49 @@ async fn run(o: Opts) -> Result<u64, String> {
         tokio::time::sleep_until(wake).await;
         let now = Instant::now();
         let t = now.duration_since(start).as_secs_f64();
+        if !dark_done && dark.is_none() && now >= dark_at {
+            let n = relay.blackhole();
+            dark = Some((now, n));
+            println!(
+                "[{t:5.1}s] event: backend 0's {n} connection(s) go dark (the relay stops \
+                 forwarding; no FIN, no RST)"
+            );
+        }
+        if let Some((since, n)) = dark {
+            if relay.dark_closed() >= n {
+                let took = now.duration_since(since);
+                detected = Some(took);
+                dark = None;
+                dark_done = true;
+                println!(
+                    "[{t:5.1}s] event: keepalive found and closed backend 0's {n} dark \
+                     connection(s) {} ms after they went dark (interval + timeout = {} ms)",
+                    took.as_millis(),
+                    (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT).as_millis()
+                );
+            }
+        }
+        if let Ok(h) = proxy.pool().health(1) {
+            // `ejected_until` is set from the ejection until a probe connect succeeds.
+            match (ejected, h.ejected_until) {
+                (false, Some(until)) => {
+                    ejected = true;
+                    ejections += 1;
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    println!(
+                        "[{t:5.1}s] event: backend 1 ejected after {} failed connects: requests \
+                         needing a connection to it fail at once for {} ms",
+                        h.consecutive_failures,
+                        left.as_millis()
+                    );
+                }
+                (true, None) => {
+                    ejected = false;
+                    println!("[{t:5.1}s] event: backend 1 restored (a probe connect succeeded)");
+                }
+                _ => {}
+            }
+        }
         if !goaway_done && now >= goaway_at {
             goaway_done = true;
             b0.goaway();
@@ -383,6 +468,20 @@ async fn run(o: Opts) -> Result<u64, String> {
             FINISH_DEADLINE.as_secs()
         );
     }
+    println!(
+        "  health: keepalive found backend 0's dark connections {}; backend 1 was ejected {} \
+         time(s){}",
+        detected.map_or("NOT within the run".to_string(), |d| format!(
+            "after {} ms",
+            d.as_millis()
+        )),
+        ejections,
+        if ejected {
+            " and is still ejected"
+        } else {
+            " and restored"
+        }
+    );
     println!("lost: {lost}");
 
     let _ = stop_proxy.send(());
