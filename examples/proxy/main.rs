@@ -36,6 +36,9 @@ options:
   --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
+  --min-conns-per-backend N     connections kept open to each backend (default 0)
+  --backend-keep-alive-ms MS    PING backend connections this often; one unanswered for as
+                                long again is closed (default 30000)
 
 limits (each keeps one client or one backend from taking the proxy down; 0 is not allowed):
   --response-header-timeout-ms MS  a backend must answer within this (default 30000)
@@ -70,6 +73,8 @@ struct Args {
     max_conns: usize,
     connect_timeout: Duration,
     acquire_timeout: Duration,
+    min_conns: usize,
+    backend_keep_alive: Duration,
     response_header_timeout: Duration,
     request_timeout: Duration,
     limits: server::Limits,
@@ -85,6 +90,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         max_conns: 4,
         connect_timeout: Duration::from_millis(1000),
         acquire_timeout: Duration::from_millis(2000),
+        min_conns: 0,
+        backend_keep_alive: Duration::from_secs(30),
         response_header_timeout: Duration::from_secs(30),
         request_timeout: Duration::from_secs(300),
         limits: server::Limits::default(),
@@ -124,6 +131,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 parsed.response_header_timeout = parse_millis(&flag, &value()?)?;
             }
             "--request-timeout-ms" => parsed.request_timeout = parse_millis(&flag, &value()?)?,
+            "--min-conns-per-backend" => {
+                parsed.min_conns = value()?
+                    .parse()
+                    .map_err(|_| format!("{flag} needs a number"))?;
+            }
+            "--backend-keep-alive-ms" => {
+                parsed.backend_keep_alive = parse_millis(&flag, &value()?)?;
+            }
             _ => parse_limit(&mut parsed.limits, &flag, &mut value)?,
         }
     }
@@ -250,6 +265,9 @@ async fn run(args: Args) -> Result<(), String> {
         .acquire_timeout(args.acquire_timeout)
         .response_header_timeout(args.response_header_timeout)
         .request_timeout(args.request_timeout)
+        .min_connections_per_backend(args.min_conns)
+        .keep_alive_interval(args.backend_keep_alive)
+        .keep_alive_timeout(args.backend_keep_alive)
         .build()
         .map_err(|e| format!("invalid pool configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -266,10 +284,13 @@ async fn run(args: Args) -> Result<(), String> {
     }
     println!(
         "proxy: limits:\n  backend response head within {:?}, whole exchange within {:?}, \
-         pooled connection within {:?}\n{}",
+         pooled connection within {:?}\n  backends: {} connection(s) kept open each, PING every \
+         {:?}, ejected after 3 failed connects\n{}",
         args.response_header_timeout,
         args.request_timeout,
         args.acquire_timeout,
+        args.min_conns,
+        args.backend_keep_alive,
         args.limits.describe()
     );
     let proxy = server::Proxy::with_limits(pool, args.limits);
@@ -282,6 +303,28 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     print!("{}", proxy.report());
+    let pool = proxy.pool();
+    for b in 0..pool.backends() {
+        if let Ok(h) = pool.health(b) {
+            println!(
+                "  backend {b} health: {} failed connect(s) in a row{}",
+                h.consecutive_failures,
+                if h.is_ejected(std::time::Instant::now()) {
+                    " (ejected)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    // The client connections are closed: close the backend connections with GOAWAY.
+    let closed = pool
+        .shutdown(std::time::Instant::now() + server::SHUTDOWN_GRACE)
+        .await;
+    println!(
+        "proxy: closed {} backend connection(s), {} cut at the deadline",
+        closed.connections, closed.cut_at_deadline
+    );
     Ok(())
 }
 
