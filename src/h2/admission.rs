@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::coalesce::{Coalescer, ConnectGuard, Decision, Ejected, Outcome};
-use super::conn::{accepts_streams, Conn, Shared, StreamTicket};
+use super::conn::{accepts_streams, refusal, Conn, Shared, StreamTicket};
 use super::connect::Connector;
+use super::counters::bump;
 use super::{H2Error, ResponseFuture, Target};
 use crate::{Checkout, OwnedReservation, Pool, Reservation, Token};
 
@@ -131,9 +132,17 @@ impl Admission {
         addr: &Target,
     ) -> Result<Claim<'p>, H2Error> {
         let timeout = self.acquire_timeout;
-        let timed_out = || H2Error::AcquireTimeout {
-            backend: pool.backend(),
-            timeout,
+        let timed_out = || {
+            bump(&self.connector.counters[pool.backend()].acquire_timeouts);
+            tracing::debug!(
+                backend = pool.backend(),
+                ?timeout,
+                "no room within the acquire timeout"
+            );
+            H2Error::AcquireTimeout {
+                backend: pool.backend(),
+                timeout,
+            }
         };
         let ejected = |e: Ejected| H2Error::BackendEjected {
             backend: pool.backend(),
@@ -288,12 +297,26 @@ impl Admission {
     /// dealt with: closed (dead, over age, GOAWAY received) or parked (full).
     fn claim<'p>(&self, pool: &'p Pool<Conn>, mut token: Token) -> Option<Claim<'p>> {
         let now = Instant::now();
+        let id = token.conn_id();
         let Some(conn) = pool.get_mut(&mut token) else {
             unreachable!("a token from `acquire` is live until released")
         };
-        let healthy = conn.shared.is_alive()
-            && now.saturating_duration_since(conn.shared.created) < self.max_lifetime
-            && accepts_streams(&mut conn.send);
+        let counters = &conn.shared.counters;
+        let healthy = if !conn.shared.is_alive() {
+            false
+        } else if now.saturating_duration_since(conn.shared.created) >= self.max_lifetime {
+            bump(&counters.evicted_lifetime);
+            tracing::debug!(backend = pool.backend(), conn = %id, "connection past its maximum lifetime: closed");
+            false
+        } else if let Some(e) = refusal(&mut conn.send) {
+            if e.is_go_away() && e.is_remote() {
+                bump(&counters.goaways);
+                tracing::debug!(backend = pool.backend(), conn = %id, reason = ?e.reason(), "GOAWAY received: connection closed to new streams");
+            }
+            false
+        } else {
+            true
+        };
         if !healthy {
             let _ = pool.release(token, false);
             return None;

@@ -64,6 +64,8 @@ pub struct H2PoolBuilder {
     pub(super) max_lifetime: Duration,
     pub(super) max_connecting: usize,
     pub(super) min_connections: usize,
+    pub(super) balance: super::Balance,
+    pub(super) retry: super::dispatch::RetryPolicy,
     pub(super) ejection: EjectionPolicy,
     pub(super) keep_alive_interval: Option<Duration>,
     pub(super) keep_alive_timeout: Duration,
@@ -105,6 +107,8 @@ impl H2PoolBuilder {
             max_lifetime: DEFAULT_MAX_LIFETIME,
             max_connecting: DEFAULT_MAX_CONNECTING_PER_BACKEND,
             min_connections: 0,
+            balance: super::Balance::default(),
+            retry: super::dispatch::RetryPolicy::default(),
             keep_alive_interval: Some(DEFAULT_KEEP_ALIVE_INTERVAL),
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             keep_alive_while_idle: false,
@@ -123,6 +127,44 @@ impl H2PoolBuilder {
     /// [`DEFAULT_MAX_CONNECTIONS_PER_BACKEND`] (8); at most [`MAX_SLOTS`](crate::MAX_SLOTS).
     pub fn max_connections_per_backend(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// How a request that does not pin a backend (with the [`Backend`](super::Backend)
+    /// extension) gets one in [`H2Pool::dispatch`] and the pool's `Service`: round robin
+    /// (default), least streams in flight (power of two random choices) or weighted; ejected
+    /// backends are skipped. See [`Balance`](super::Balance).
+    pub fn balance(mut self, balance: super::Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// The most attempts [`H2Pool::dispatch`] (and the `Service`) makes for one request,
+    /// the first included; 1 turns retries off. Default
+    /// [`DEFAULT_MAX_ATTEMPTS`](super::DEFAULT_MAX_ATTEMPTS) (3). A retry happens only when it
+    /// is safe (see [`H2Pool::dispatch`]) and the retry budget allows it.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.retry.max_attempts = n;
+        self
+    }
+
+    /// Request bodies whose size hint says they fit in this many bytes are read whole
+    /// before the first attempt of [`H2Pool::dispatch`], so that a retry can send them
+    /// again; larger ones stream, with one attempt. Default
+    /// [`DEFAULT_RETRY_BUFFER`](super::DEFAULT_RETRY_BUFFER) (64 KiB); 0 retries only
+    /// requests without a body.
+    pub fn retry_buffer(mut self, bytes: usize) -> Self {
+        self.retry.buffer = bytes;
+        self
+    }
+
+    /// The retry budget (as Envoy's): a retry may start only while the retries in progress
+    /// are fewer than `percent` % of the requests in progress through
+    /// [`H2Pool::dispatch`], or fewer than `floor`. Default 20 % and 3: when a backend fails
+    /// everything, retries add at most a fifth to the load.
+    pub fn retry_budget(mut self, percent: u32, floor: usize) -> Self {
+        self.retry.budget_percent = percent;
+        self.retry.budget_floor = floor;
         self
     }
 
@@ -366,6 +408,11 @@ impl H2PoolBuilder {
                 "min_connections_per_backend ({}) is above max_connections_per_backend ({})",
                 self.min_connections, self.max_connections
             )));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(H2Error::InvalidConfig(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         if self.max_connecting == 0 {
             return Err(H2Error::InvalidConfig(

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use std::time::Instant;
 
+use super::counters::{bump, millis_since, Counters};
 use super::health::{BackendHealth, EjectionPolicy, Gate, Health};
 use super::H2Error;
 use crate::sync::lock;
@@ -52,6 +53,15 @@ pub(super) struct Coalescer {
     /// At most this many connects in progress at once (`max_connecting_per_backend`).
     max_connecting: usize,
     policy: EjectionPolicy,
+    watched: Watched,
+}
+
+/// What the coalescer reports its backend's connects and ejections to.
+pub(super) struct Watched {
+    pub(super) backend: usize,
+    pub(super) counters: Arc<Counters>,
+    /// The pool's epoch, for the lock-free ejection deadline.
+    pub(super) epoch: Instant,
 }
 
 struct State {
@@ -108,7 +118,12 @@ pub(super) struct ConnectGuard {
 }
 
 impl Coalescer {
-    pub(super) fn new(expected: usize, max_connecting: usize, policy: EjectionPolicy) -> Coalescer {
+    pub(super) fn new(
+        expected: usize,
+        max_connecting: usize,
+        policy: EjectionPolicy,
+        watched: Watched,
+    ) -> Coalescer {
         Coalescer {
             state: Mutex::new(State {
                 connecting: Vec::new(),
@@ -118,6 +133,7 @@ impl Coalescer {
             }),
             max_connecting: max_connecting.max(1),
             policy,
+            watched,
         }
     }
 
@@ -177,6 +193,11 @@ impl Coalescer {
     }
 
     fn register(self: &Arc<Self>, s: &mut State) -> ConnectGuard {
+        // Relaxed: a gauge (see `counters`).
+        self.watched
+            .counters
+            .connecting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = s.next_id;
         s.next_id += 1;
         let (tx, _) = watch::channel(Outcome::Pending);
@@ -199,15 +220,48 @@ impl Coalescer {
     }
 
     fn finish(&self, id: u64, how: Finish) {
+        let w = &self.watched;
         let mut s = lock(&self.state);
+        let before = s.connecting.len();
         s.connecting.retain(|c| c.id != id);
+        if s.connecting.len() < before {
+            // Relaxed: a gauge (see `counters`).
+            w.counters
+                .connecting
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match how {
             Finish::Connected(limit) => {
                 s.expected = limit.max(1);
+                let was_ejected = s.health.snapshot(0).ejected_until.is_some();
                 s.health.succeeded();
+                if was_ejected {
+                    w.counters
+                        .ejected_until_ms
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        backend = w.backend,
+                        "backend restored: a probe connect succeeded"
+                    );
+                }
             }
             Finish::Failed { counts: true } => {
-                s.health.failed(Instant::now(), &self.policy);
+                if let Some(until) = s.health.failed(Instant::now(), &self.policy) {
+                    bump(&w.counters.ejections);
+                    // At least 1: 0 means "not ejected".
+                    let until_ms = millis_since(w.epoch, until).max(1);
+                    w.counters
+                        .ejected_until_ms
+                        .store(until_ms, std::sync::atomic::Ordering::Relaxed);
+                    let failures = s.health.snapshot(0).consecutive_failures;
+                    let backoff_ms = until.saturating_duration_since(Instant::now()).as_millis();
+                    tracing::warn!(
+                        backend = w.backend,
+                        failures,
+                        backoff_ms,
+                        "backend ejected after consecutive connect failures"
+                    );
+                }
             }
             Finish::Failed { counts: false } | Finish::Cancelled => {}
         }

@@ -5,13 +5,14 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::counters::Counters;
 use super::Target;
 use crate::{Pool, Token};
 
@@ -33,9 +34,9 @@ pub(crate) struct Shared {
     /// The backend's pool, to release a parked token when a stream ends.
     pool: Weak<Pool<Conn>>,
     streams: Mutex<Streams>,
-    /// Streams in flight on every connection of this backend (shared by them all): moved
-    /// with `Streams::in_flight`, read lock-free by `H2Pool::streams_in_flight`.
-    backend_streams: Arc<AtomicUsize>,
+    /// The backend's counters (shared by all its connections): streams in flight move with
+    /// `Streams::in_flight`; evictions and GOAWAYs are counted by who sees them.
+    pub(super) counters: Arc<Counters>,
 }
 
 /// Stream accounting of one connection; see the module docs of [`crate::h2`].
@@ -53,11 +54,11 @@ pub(crate) struct Streams {
 }
 
 impl Shared {
-    pub(crate) fn new(
+    pub(super) fn new(
         addr: Target,
         pool: Weak<Pool<Conn>>,
         limit: usize,
-        backend_streams: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     ) -> Self {
         let now = Instant::now();
         Shared {
@@ -71,7 +72,7 @@ impl Shared {
                 parked: None,
                 last_used: now,
             }),
-            backend_streams,
+            counters,
         }
     }
 
@@ -122,7 +123,10 @@ impl StreamTicket {
         s.last_used = now;
         // Relaxed: a figure for callers to read; it orders nothing (the per-connection
         // count under the lock is what admission relies on).
-        shared.backend_streams.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .streams_in_flight
+            .fetch_add(1, Ordering::Relaxed);
         StreamTicket {
             shared: Arc::clone(shared),
         }
@@ -150,7 +154,10 @@ impl Drop for StreamTicket {
             let mut s = self.shared.streams();
             s.in_flight -= 1;
             // Relaxed: as in `count`.
-            self.shared.backend_streams.fetch_sub(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .streams_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
             s.last_used = Instant::now();
             if s.in_flight < s.limit {
                 s.parked.take()
@@ -182,7 +189,7 @@ pub struct ResponseFuture {
 }
 
 impl ResponseFuture {
-    pub(crate) fn new(
+    pub(super) fn new(
         inner: ::h2::client::ResponseFuture,
         ticket: StreamTicket,
         addr: Target,
@@ -290,6 +297,16 @@ impl fmt::Debug for RecvStream {
 /// h2's `poll_ready` only checks the connection's error state and never stores the waker:
 /// polling with a no-op waker is a pure query.
 pub(crate) fn accepts_streams(send: &mut ::h2::client::SendRequest<Bytes>) -> bool {
+    refusal(send).is_none()
+}
+
+/// Why `send` cannot open a stream now (a received GOAWAY, a connection error), or `None`
+/// if it can; a pure query, as [`accepts_streams`].
+pub(crate) fn refusal(send: &mut ::h2::client::SendRequest<Bytes>) -> Option<::h2::Error> {
     let mut cx = Context::from_waker(Waker::noop());
-    matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    match send.poll_ready(&mut cx) {
+        Poll::Ready(Err(e)) => Some(e),
+        // `Pending` only with a pending-open stream, which the pooled handle never has.
+        Poll::Ready(Ok(())) | Poll::Pending => None,
+    }
 }

@@ -6,9 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::batch::YieldBeforePoll;
 use super::conn::{Conn, Shared};
+use super::counters::{bump, Counters};
 use super::keepalive::{self, KeepAlive};
 use super::shutdown::{DriverGuard, Drivers};
 use super::{Connect, H2Error, Target};
@@ -40,8 +40,8 @@ pub(super) struct Connector {
     pub(super) drivers: Arc<Drivers>,
     /// Keepalive PINGs, if enabled.
     pub(super) keep_alive: Option<KeepAlive>,
-    /// Per backend: streams in flight on all its connections (see [`Shared`]).
-    pub(super) streams_in_flight: Arc<[Arc<AtomicUsize>]>,
+    /// Per backend: its counters (see [`Shared`]).
+    pub(super) counters: Arc<[Arc<Counters>]>,
 }
 
 /// A [`Connect`] with its stream type erased at the level of a whole connect: one boxed
@@ -146,15 +146,34 @@ impl Connector {
             target.detached(),
             Arc::downgrade(pool),
             self.max_streams,
-            Arc::clone(&self.streams_in_flight[pool.backend()]),
+            Arc::clone(&self.counters[pool.backend()]),
         ));
+        let backend = pool.backend();
+        let counters = &self.counters[backend];
+        let start = Instant::now();
+        tracing::debug!(backend, conn = %id, %target, "connecting");
         let connect = self.transport.0.open(self, target, &shared, id);
-        let send = tokio::time::timeout(timeout, connect).await.map_err(|_| {
-            H2Error::ConnectTimeout {
-                addr: target.clone(),
-                timeout,
+        let outcome = tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(H2Error::ConnectTimeout {
+                    addr: target.clone(),
+                    timeout,
+                })
+            });
+        let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+        let send = match outcome {
+            Ok(send) => {
+                bump(&counters.connects);
+                tracing::debug!(backend, conn = %id, %target, elapsed_ms, "connected");
+                send
             }
-        })??;
+            Err(e) => {
+                bump(&counters.connect_failures);
+                tracing::info!(backend, conn = %id, %target, elapsed_ms, error = %e, "connect failed");
+                return Err(e);
+            }
+        };
         // The caller claims a stream on it at once, with no await point in between: the raw
         // token is not held across a cancellation point.
         Ok(reservation.fill(Conn { send, shared }).into_token())
@@ -256,10 +275,26 @@ async fn drive<T>(
     // The outcome does not matter here: requests on this connection get the error from their
     // own streams, and new requests go elsewhere either way. Each wake-up first lets the
     // tasks that woke it queue their frames, so that one write carries them all.
+    let backend = shared.pool().map(|p| p.backend());
     tokio::select! {
-        _ = YieldBeforePoll::new(connection) => {}
-        () = driver.cut() => {}
-        () = keepalive::watch(keep_alive, ping_pong, Arc::clone(&shared)) => {}
+        ended = YieldBeforePoll::new(connection) => {
+            match ended {
+                Ok(()) => tracing::debug!(backend, conn = %id, "connection closed"),
+                Err(e) => tracing::debug!(backend, conn = %id, error = %e, "connection ended"),
+            }
+        }
+        () = driver.cut() => {
+            tracing::debug!(backend, conn = %id, "connection cut at the shutdown deadline");
+        }
+        () = keepalive::watch(keep_alive, ping_pong, Arc::clone(&shared)) => {
+            bump(&shared.counters.evicted_keepalive);
+            tracing::warn!(
+                backend,
+                conn = %id,
+                target = %shared.addr,
+                "keepalive PING unanswered: connection closed"
+            );
+        }
     }
     let parked = shared.mark_dead();
     let Some(pool) = shared.pool() else { return };

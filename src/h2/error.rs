@@ -75,6 +75,9 @@ pub enum H2Error {
         /// Consecutive connect failures so far.
         failures: u32,
     },
+    /// [`H2Pool::dispatch`](super::H2Pool::dispatch): every attempt failed; each attempt's
+    /// backend index and error, in order. Retryable as its last attempt.
+    AllAttemptsFailed(Vec<(usize, H2Error)>),
     /// Every connection slot of the backend stayed busy (each connection carrying as many
     /// streams as it may, or being opened) for longer than the acquire timeout.
     AcquireTimeout {
@@ -320,6 +323,9 @@ impl H2Error {
             | H2Error::ConnectionFull { .. } => true,
             H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
             H2Error::BackendEjected { .. } => true,
+            H2Error::AllAttemptsFailed(attempts) => {
+                attempts.last().is_some_and(|(_, e)| e.is_retryable())
+            }
             // Before the head was handed to a connection nothing reached the backend; after,
             // it may be processing the request (a stuck backend looks the same as a slow one).
             H2Error::RequestTimeout { sent, .. } => !sent,
@@ -376,6 +382,14 @@ impl fmt::Display for H2Error {
                     f,
                     "the connect to {addr} that this request waited for failed: {cause}"
                 )
+            }
+            H2Error::AllAttemptsFailed(attempts) => {
+                write!(f, "all {} attempts failed:", attempts.len())?;
+                for (i, (backend, e)) in attempts.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ";" };
+                    write!(f, "{sep} #{} (backend {backend}): {e}", i + 1)?;
+                }
+                Ok(())
             }
             H2Error::BackendEjected {
                 backend,

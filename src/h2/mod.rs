@@ -266,11 +266,14 @@ mod builder;
 mod coalesce;
 mod conn;
 mod connect;
+mod counters;
+mod dispatch;
 mod error;
 mod health;
 mod keepalive;
 mod lease;
 mod normalize;
+mod picker;
 mod pool;
 mod send;
 mod service;
@@ -289,6 +292,8 @@ pub use builder::{
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_WINDOW,
 };
 pub use conn::{RecvStream, ResponseFuture};
+pub use counters::BackendMetrics;
+pub use dispatch::{Attempts, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BUFFER};
 pub use error::{H2Error, TlsFailure};
 pub use health::{
     BackendHealth, DEFAULT_EJECTION_BACKOFF, DEFAULT_EJECT_AFTER_CONNECT_FAILURES,
@@ -296,6 +301,7 @@ pub use health::{
 };
 pub use keepalive::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT};
 pub use lease::H2Lease;
+pub use picker::Balance;
 pub use pool::H2Pool;
 pub use service::{Backend, ServiceFuture};
 pub use shutdown::ShutdownReport;

@@ -1,7 +1,7 @@
 //! [`H2Pool`]: the pool's handle, its settings in use, and its public operations.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,13 +9,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::admission::Admission;
-use super::coalesce::Coalescer;
+use super::coalesce::{Coalescer, Watched};
 use super::conn::Conn;
 use super::connect::Connector;
+use super::counters::{bump, millis_since, Counters};
+use super::dispatch::{RetryBudget, RetryPolicy};
 use super::keepalive::KeepAlive;
+use super::picker::Picker;
 use super::shutdown::Drivers;
 use super::sweep::{self, Limits};
-use super::{BackendHealth, ShutdownReport};
+use super::{BackendHealth, BackendMetrics, ShutdownReport};
 use super::{H2Error, H2Lease, H2PoolBuilder, IntoTarget, ResponseFuture, Target};
 use crate::{ConnectionPool, Pool, Stats};
 
@@ -42,9 +45,15 @@ struct Inner {
     timeouts: super::Timeouts,
     /// Per backend: streams in flight (shared with the connector, which hands each
     /// connection its backend's counter).
-    streams_in_flight: Arc<[Arc<AtomicUsize>]>,
+    /// Per backend: its counters (streams in flight, connects, evictions, ...).
+    counters: Arc<[Arc<Counters>]>,
+    /// Where the counters' millisecond clock starts.
+    epoch: Instant,
     /// The next backend for a request sent through the `Service` without a `Backend`.
-    next_backend: AtomicUsize,
+    /// Chooses the backend of a request that does not pin one.
+    picker: Picker,
+    retry: RetryPolicy,
+    retry_budget: RetryBudget,
     /// Dropped with the pool (or taken by `shutdown`), which stops the sweeper at once.
     stop_sweeper: Mutex<Option<oneshot::Sender<()>>>,
     /// The connection driver tasks, and whether the pool is shut down.
@@ -106,6 +115,7 @@ impl H2Pool {
         runtime: tokio::runtime::Handle,
     ) -> Result<H2Pool, H2Error> {
         let backends = b.backends.len();
+        let picker = Picker::new(&b.balance, backends).map_err(H2Error::InvalidConfig)?;
         let pools = Arc::new(ConnectionPool::new(backends, b.max_connections)?);
         #[cfg(feature = "rustls")]
         let tls = b.tls_step()?;
@@ -120,8 +130,8 @@ impl H2Pool {
             max_lifetime: b.max_lifetime,
             min_connections: b.min_connections,
         };
-        let streams_in_flight: Arc<[Arc<AtomicUsize>]> =
-            b.backends.iter().map(|_| Arc::default()).collect();
+        let counters: Arc<[Arc<Counters>]> = b.backends.iter().map(|_| Arc::default()).collect();
+        let epoch = Instant::now();
         let (stop_tx, stop_rx) = oneshot::channel();
         let drivers = Arc::new(Drivers::default());
         let weak_pools = Arc::downgrade(&pools);
@@ -146,17 +156,33 @@ impl H2Pool {
                         timeout: b.keep_alive_timeout,
                         while_idle: b.keep_alive_while_idle,
                     }),
-                    streams_in_flight: Arc::clone(&streams_in_flight),
+                    counters: Arc::clone(&counters),
                 },
-                coalescers: (0..backends)
-                    .map(|_| Arc::new(Coalescer::new(b.max_streams, b.max_connecting, b.ejection)))
+                coalescers: counters
+                    .iter()
+                    .enumerate()
+                    .map(|(backend, counters)| {
+                        Arc::new(Coalescer::new(
+                            b.max_streams,
+                            b.max_connecting,
+                            b.ejection,
+                            Watched {
+                                backend,
+                                counters: Arc::clone(counters),
+                                epoch,
+                            },
+                        ))
+                    })
                     .collect(),
             },
             limits,
             timeouts: b.timeouts,
-            streams_in_flight,
+            counters: Arc::clone(&counters),
+            epoch,
             runtime,
-            next_backend: AtomicUsize::new(0),
+            picker,
+            retry: b.retry,
+            retry_budget: RetryBudget::default(),
             stop_sweeper: Mutex::new(Some(stop_tx)),
             drivers,
         });
@@ -208,7 +234,7 @@ impl H2Pool {
     /// # use tokenpool::h2::{H2Error, H2Pool};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = H2Pool::builder(["127.0.0.1:9".parse()?]).build()?;
+    /// let pool = H2Pool::builder(["127.0.0.1:9"]).build()?;
     /// let report = pool.shutdown(Instant::now() + Duration::from_secs(5)).await;
     /// assert_eq!(report.cut_at_deadline, 0);
     /// let request = http::Request::get("http://backend/").body(bytes::Bytes::new())?;
@@ -245,9 +271,23 @@ impl H2Pool {
     }
 
     /// Round robin over the backends.
-    pub(super) fn next_backend(&self) -> usize {
-        // Relaxed: any spread will do; the counter orders nothing else.
-        self.inner.next_backend.fetch_add(1, Ordering::Relaxed) % self.inner.addrs.len()
+    /// The backend the pool's picker ([`Balance`](super::Balance)) chooses for a request that
+    /// does not pin one: no lock, ejected backends skipped while another is not ejected.
+    pub fn pick(&self) -> usize {
+        let now = millis_since(self.inner.epoch, Instant::now());
+        self.inner.picker.pick(&self.inner.counters, now)
+    }
+
+    pub(super) fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry
+    }
+
+    pub(super) fn retry_budget(&self) -> &RetryBudget {
+        &self.inner.retry_budget
+    }
+
+    pub(super) fn backend_counters(&self, backend: usize) -> Option<&Arc<Counters>> {
+        self.inner.counters.get(backend)
     }
 
     /// The slots of `backend` and its address.
@@ -288,6 +328,7 @@ impl H2Pool {
         end_of_stream: bool,
     ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
         let (pool, addr) = self.backend_pool(backend)?;
+        bump(&self.inner.counters[backend].requests);
         self.check_open()?;
         let claim = self.inner.admission.checkout(pool, addr).await?;
         if let Err(e) = self.check_open() {
@@ -416,16 +457,33 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn streams_in_flight(&self, backend: usize) -> Result<usize, H2Error> {
-        let count = self
-            .inner
-            .streams_in_flight
+        let counters = self.counters(backend)?;
+        // Relaxed: a figure; see `counters`.
+        Ok(counters.streams_in_flight.load(Ordering::Relaxed))
+    }
+
+    /// `backend`'s figures now: slot states, waiters, streams in flight, connects in
+    /// progress, whether it is ejected, and counters since the pool was built (requests,
+    /// connects, connect failures, GOAWAYs, evictions by cause, retries, acquire timeouts,
+    /// ejections). Read without a lock. With the `metrics` feature the same figures are
+    /// published through the `metrics` facade at every sweep.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackend`].
+    pub fn metrics(&self, backend: usize) -> Result<BackendMetrics, H2Error> {
+        let stats = self.inner.pools.backend(backend)?.stats();
+        let counters = self.counters(backend)?;
+        Ok(counters.snapshot(stats, Instant::now(), self.inner.epoch))
+    }
+
+    fn counters(&self, backend: usize) -> Result<&Arc<Counters>, H2Error> {
+        self.inner
+            .counters
             .get(backend)
             .ok_or(H2Error::UnknownBackend {
                 backend,
                 backends: self.backends(),
-            })?;
-        // Relaxed: a figure; see `StreamTicket::count`.
-        Ok(count.load(Ordering::Relaxed))
+            })
     }
 
     /// Slot counts summed over all backends.

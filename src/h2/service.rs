@@ -101,13 +101,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> ServiceFuture {
-        let backend = match request.extensions().get::<Backend>() {
-            Some(&Backend(b)) => b,
-            None => self.next_backend(),
-        };
         let pool = self.clone();
         ServiceFuture {
-            inner: Box::pin(async move { pool.send(backend, request).await }),
+            inner: Box::pin(async move { pool.dispatch(request).await }),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::conn::Conn;
+use super::counters::bump;
 use super::shutdown::Drivers;
 use crate::ConnectionPool;
 
@@ -76,11 +77,15 @@ pub(super) fn evict(pools: &ConnectionPool<Conn>, limits: Limits, now: Instant) 
             // the warm-up replaces them).
             let stats = pool.stats();
             let mut spare = (stats.available + stats.in_use).saturating_sub(min_connections);
+            let backend = pool.backend();
             pool.evict_idle(|conn| {
                 let shared = &conn.shared;
-                if !shared.is_alive()
-                    || now.saturating_duration_since(shared.created) >= max_lifetime
-                {
+                if !shared.is_alive() {
+                    return true;
+                }
+                if now.saturating_duration_since(shared.created) >= max_lifetime {
+                    bump(&shared.counters.evicted_lifetime);
+                    tracing::debug!(backend, target = %shared.addr, "connection past its maximum lifetime: closed");
                     return true;
                 }
                 let s = shared.streams();
@@ -88,6 +93,8 @@ pub(super) fn evict(pools: &ConnectionPool<Conn>, limits: Limits, now: Instant) 
                     s.in_flight == 0 && now.saturating_duration_since(s.last_used) >= idle_timeout;
                 if idle && spare > 0 {
                     spare -= 1;
+                    bump(&shared.counters.evicted_idle);
+                    tracing::debug!(backend, target = %shared.addr, "idle connection closed");
                     return true;
                 }
                 false
