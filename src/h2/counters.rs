@@ -120,3 +120,37 @@ pub struct BackendMetrics {
     /// Times the backend was ejected.
     pub ejections: u64,
 }
+
+/// Publishes `m`, backend `label`'s figures, through the `metrics` facade: gauges for what
+/// is now, counters (set to their absolute values) for what happened, each with a `backend`
+/// label. Names are prefixed `tokenpool_h2_`.
+#[cfg(feature = "metrics")]
+pub(super) fn publish(label: &str, m: &BackendMetrics) {
+    use metrics::{counter, gauge};
+    let backend = label.to_string();
+    for (name, value) in [
+        ("tokenpool_h2_connections_available", m.available),
+        ("tokenpool_h2_connections_in_use", m.in_use),
+        ("tokenpool_h2_connections_draining", m.draining),
+        ("tokenpool_h2_waiters", m.waiters),
+        ("tokenpool_h2_streams_in_flight", m.streams_in_flight),
+        ("tokenpool_h2_connects_in_progress", m.connects_in_progress),
+        ("tokenpool_h2_ejected", usize::from(m.ejected)),
+    ] {
+        gauge!(name, "backend" => backend.clone()).set(value as f64);
+    }
+    for (name, value) in [
+        ("tokenpool_h2_requests_total", m.requests),
+        ("tokenpool_h2_connects_total", m.connects),
+        ("tokenpool_h2_connect_failures_total", m.connect_failures),
+        ("tokenpool_h2_goaways_total", m.goaways),
+        ("tokenpool_h2_evicted_idle_total", m.evicted_idle),
+        ("tokenpool_h2_evicted_lifetime_total", m.evicted_lifetime),
+        ("tokenpool_h2_evicted_keepalive_total", m.evicted_keepalive),
+        ("tokenpool_h2_retries_total", m.retries),
+        ("tokenpool_h2_acquire_timeouts_total", m.acquire_timeouts),
+        ("tokenpool_h2_ejections_total", m.ejections),
+    ] {
+        counter!(name, "backend" => backend.clone()).absolute(value);
+    }
+}

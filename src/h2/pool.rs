@@ -61,6 +61,20 @@ struct Inner {
 }
 
 impl Inner {
+    /// Publishes every backend's figures through the `metrics` facade (labelled by the
+    /// backend's address as written).
+    #[cfg(feature = "metrics")]
+    fn publish_metrics(&self) {
+        let now = Instant::now();
+        for (backend, counters) in self.counters.iter().enumerate() {
+            let Ok(pool) = self.pools.backend(backend) else {
+                continue;
+            };
+            let m = counters.snapshot(pool.stats(), now, self.epoch);
+            super::counters::publish(&self.addrs[backend].to_string(), &m);
+        }
+    }
+
     /// Warm-up: opens connections (in the background) to every backend that has fewer than
     /// `min_connections` open or opening, unless it is ejected or the pool is shut down.
     /// Called by the sweeper at start, after each sweep, and when a connection ends.
@@ -190,6 +204,8 @@ impl H2Pool {
         let refill = move || {
             if let Some(inner) = weak.upgrade() {
                 inner.warm_up();
+                #[cfg(feature = "metrics")]
+                inner.publish_metrics();
             }
         };
         let drivers = Arc::clone(&inner.drivers);
