@@ -6,6 +6,8 @@
 //!   no connection ready reserves a free slot and connects);
 //! - `h2pool_send`: the same pool through [`tokenpool::h2::H2Pool::send`] (an `Empty` request
 //!   body, the response's `Body` read with `BodyExt::collect`), the path a proxy uses;
+//! - `h2pool_dispatch`: the same through [`tokenpool::h2::H2Pool::dispatch`] (the picker, the
+//!   retry budget, a copy of the request head per attempt), the path of the pool's `Service`;
 //! - `hyper_util`: hyper-util's legacy `Client` with `http2_only(true)` (one connection);
 //! - `raw_h2_1conn`, `raw_h2_4conn`: `h2::client::SendRequest` clones on 1 or 4 fixed
 //!   connections, worker task `i` always on connection `i % n`: no pool at all, the ceiling

@@ -5,7 +5,7 @@
 #
 #   benches/instr_count.sh            the pools: tokenpool tokenpool_lease arrayqueue
 #                                     parking_lot std_mutex deadpool
-#   benches/instr_count.sh e2e        the HTTP/2 clients: h2pool h2pool_send hyper_util
+#   benches/instr_count.sh e2e        the HTTP/2 clients: h2pool h2pool_send h2pool_dispatch hyper_util
 #                                     raw_h2_1conn raw_h2_4conn (16 in flight; client and server on one thread)
 #   benches/instr_count.sh IMPL...    just those
 #
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 POOLS=(tokenpool tokenpool_lease arrayqueue parking_lot std_mutex deadpool)
-CLIENTS=(h2pool h2pool_send hyper_util raw_h2_1conn raw_h2_4conn)
+CLIENTS=(h2pool h2pool_send h2pool_dispatch hyper_util raw_h2_1conn raw_h2_4conn)
 IMPLS=("$@")
 if [ ${#IMPLS[@]} -eq 0 ]; then
     IMPLS=("${POOLS[@]}")

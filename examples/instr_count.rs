@@ -13,7 +13,7 @@
 //! `deadpool` (`deadpool::unmanaged::Pool` `try_get` + drop), or `none` (setup only).
 //!
 //! End to end: `instr_count <client> <requests> [in_flight]` with `<client>` one of `h2pool`,
-//! `h2pool_send`, `hyper_util`, `raw_h2_1conn`, `raw_h2_4conn` (the clients of `benches/end_to_end.rs`, from
+//! `h2pool_send`, `h2pool_dispatch`, `hyper_util`, `raw_h2_1conn`, `raw_h2_4conn` (the clients of `benches/end_to_end.rs`, from
 //! `benches/common/h2.rs`) sends that many GET requests, `in_flight` (default 16) at a time, to
 //! the bench's loopback h2c server. Server and client share one current-thread tokio runtime,
 //! so the count covers both sides of every request and does not depend on thread timing.
@@ -237,7 +237,7 @@ fn main() {
             eprintln!(
                 "unknown impl {other}; one of: tokenpool tokenpool_lease arrayqueue \
                  parking_lot std_mutex deadpool none (and with the h2 feature: h2pool \
-                 h2pool_send hyper_util raw_h2_1conn raw_h2_4conn)"
+                 h2pool_send h2pool_dispatch hyper_util raw_h2_1conn raw_h2_4conn)"
             );
             std::process::exit(2);
         }

@@ -214,7 +214,7 @@ async fn a_refused_get_is_retried_but_a_post_reset_after_it_was_processed_is_not
     assert_eq!(pool.metrics(0).unwrap().retries, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn the_retry_budget_bounds_retries_when_a_backend_fails_everything() {
     // Every request refused: each could be retried, but the budget (floor 0, 10 %) lets only
     // a tenth of the requests in progress retry at once.
@@ -239,8 +239,10 @@ async fn the_retry_budget_bounds_retries_when_a_backend_fails_everything() {
         "100 requests to a backend refusing everything: {attempts} attempts, {retries} retries"
     );
     assert_eq!(attempts, 100 + retries);
-    // Without a budget, every request would be retried once (200 attempts).
-    assert!(retries <= 15, "{retries} retries: the budget did not hold");
+    // Without a budget, every request would be retried once (200 attempts). The budget
+    // bounds retries *in progress* (10 % of the 100 requests in progress); as requests end,
+    // later ones may retry too, so the total is bounded loosely.
+    assert!(retries <= 20, "{retries} retries: the budget did not hold");
     // Budget off: no retry at all.
     let pool = H2Pool::builder([refusing])
         .retry_budget(0, 0)

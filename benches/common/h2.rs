@@ -4,7 +4,8 @@
 //!
 //! Clients, by name: `h2pool` ([`H2Pool::request`], at most [`CONNS`] connections),
 //! `h2pool_send` (the same pool through [`H2Pool::send`] with an empty body, the response
-//! read with `BodyExt::collect`), `hyper_util`
+//! read with `BodyExt::collect`), `h2pool_dispatch` (the same through [`H2Pool::dispatch`]:
+//! the picker, the retry budget and a copy of the head per attempt), `hyper_util`
 //! (hyper-util's legacy `Client`, `http2_only(true)`), `raw_h2_1conn` / `raw_h2_4conn`
 //! (`h2::client::SendRequest` on 1 or 4 fixed connections; worker `i` uses connection
 //! `i % n`).
@@ -17,9 +18,10 @@ use http_body_util::{BodyExt, Empty};
 use tokenpool::h2::H2Pool;
 
 /// Every client's name.
-pub const CLIENTS: [&str; 5] = [
+pub const CLIENTS: [&str; 6] = [
     "h2pool",
     "h2pool_send",
+    "h2pool_dispatch",
     "hyper_util",
     "raw_h2_1conn",
     "raw_h2_4conn",
@@ -65,6 +67,7 @@ pub type HyperClient = hyper_util::client::legacy::Client<
 pub enum Client {
     H2Pool(H2Pool),
     H2PoolSend(H2Pool),
+    H2PoolDispatch(H2Pool),
     /// Boxed: the client is large, and cloned once per worker task only.
     HyperUtil(Box<HyperClient>),
     RawH2(Arc<Vec<h2::client::SendRequest<Bytes>>>),
@@ -85,6 +88,14 @@ impl Client {
                     .body(Empty::<Bytes>::new())
                     .expect("request");
                 let resp = pool.send(0, req).await.expect("h2pool send");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(body.len(), BODY.len());
+            }
+            Client::H2PoolDispatch(pool) => {
+                let req = http::Request::get(uri.clone())
+                    .body(Empty::<Bytes>::new())
+                    .expect("request");
+                let resp = pool.dispatch(req).await.expect("h2pool dispatch");
                 let body = resp.into_body().collect().await.expect("body").to_bytes();
                 assert_eq!(body.len(), BODY.len());
             }
@@ -116,15 +127,15 @@ impl Client {
 
 pub async fn client(name: &str, addr: SocketAddr) -> Client {
     match name {
-        "h2pool" | "h2pool_send" => {
+        "h2pool" | "h2pool_send" | "h2pool_dispatch" => {
             let pool = H2Pool::builder([addr])
                 .max_connections_per_backend(CONNS)
                 .build()
                 .expect("h2pool");
-            if name == "h2pool" {
-                Client::H2Pool(pool)
-            } else {
-                Client::H2PoolSend(pool)
+            match name {
+                "h2pool" => Client::H2Pool(pool),
+                "h2pool_send" => Client::H2PoolSend(pool),
+                _ => Client::H2PoolDispatch(pool),
             }
         }
         "hyper_util" => Client::HyperUtil(Box::new(

@@ -36,9 +36,13 @@ pub(super) fn bump(c: &AtomicU64) {
 }
 
 impl Counters {
-    /// Whether the backend is ejected at `now_ms` (milliseconds after the pool's epoch).
-    pub(super) fn is_ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Relaxed) > now_ms
+    /// Whether the backend is ejected at `now_ms()` (milliseconds after the pool's epoch),
+    /// which is asked only if the backend has an ejection deadline at all.
+    pub(super) fn is_ejected(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        match self.ejected_until_ms.load(Relaxed) {
+            0 => false,
+            until => until > now_ms(),
+        }
     }
 
     pub(super) fn snapshot(

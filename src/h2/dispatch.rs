@@ -131,7 +131,7 @@ impl HttpBody for Replayed {
 /// attempt).
 enum Payload<B> {
     Replayable(Replayed),
-    Streamed(Option<B>),
+    Streamed(B),
 }
 
 impl H2Pool {
@@ -162,7 +162,7 @@ impl H2Pool {
         let _request = self.retry_budget().request();
         let pinned = request.extensions().get::<Backend>().map(|b| b.0);
         let (parts, body) = request.into_parts();
-        let mut payload = if body.is_end_stream() {
+        let payload = if body.is_end_stream() {
             Payload::Replayable(Replayed::default())
         } else if body
             .size_hint()
@@ -181,35 +181,34 @@ impl H2Pool {
                 trailers,
             })
         } else {
-            Payload::Streamed(Some(body))
+            Payload::Streamed(body)
         };
         let mut failed: Vec<(usize, H2Error)> = Vec::new();
         let mut _retry = None;
         let mut backend = pinned.unwrap_or_else(|| self.pick());
-        for attempt in 1..=policy.max_attempts.max(1) {
-            let outcome = match &mut payload {
+        let single = policy.max_attempts <= 1 || matches!(payload, Payload::Streamed(_));
+        if single {
+            // One attempt: the head moves as it is, no copy kept for a retry.
+            let request = match payload {
                 Payload::Replayable(body) => {
-                    let request = http::Request::from_parts(copy_parts(&parts), body.clone());
-                    self.send(backend, request).await
+                    return self
+                        .attempt(backend, http::Request::from_parts(parts, body), 1)
+                        .await
                 }
-                Payload::Streamed(body) => match body.take() {
-                    Some(body) => {
-                        let request = http::Request::from_parts(copy_parts(&parts), body);
-                        self.send(backend, request).await
-                    }
-                    None => break,
-                },
+                Payload::Streamed(body) => http::Request::from_parts(parts, body),
             };
-            let e = match outcome {
-                Ok(mut response) => {
-                    response.extensions_mut().insert(Attempts(attempt));
-                    return Ok(response);
-                }
+            return self.attempt(backend, request, 1).await;
+        }
+        let Payload::Replayable(body) = &payload else {
+            unreachable!("several attempts only with a replayable body")
+        };
+        for attempt in 1..=policy.max_attempts {
+            let request = http::Request::from_parts(copy_parts(&parts), body.clone());
+            let e = match self.attempt(backend, request, attempt).await {
+                Ok(response) => return Ok(response),
                 Err(e) => e,
             };
-            let retry = e.is_retryable()
-                && attempt < policy.max_attempts
-                && matches!(payload, Payload::Replayable(_));
+            let retry = e.is_retryable() && attempt < policy.max_attempts;
             failed.push((backend, e));
             if !retry {
                 break;
@@ -235,6 +234,22 @@ impl H2Pool {
             1 => failed.pop().map(|(_, e)| e).unwrap_or(H2Error::Shutdown),
             _ => H2Error::AllAttemptsFailed(failed),
         })
+    }
+
+    /// One attempt: [`send`](H2Pool::send), its response marked with the attempt's number.
+    async fn attempt<B>(
+        &self,
+        backend: usize,
+        request: http::Request<B>,
+        attempt: u32,
+    ) -> Result<http::Response<Body>, H2Error>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut response = self.send(backend, request).await?;
+        response.extensions_mut().insert(Attempts(attempt));
+        Ok(response)
     }
 
     /// A backend other than `failed` if the picker finds one in a few tries.

@@ -80,12 +80,13 @@ impl Picker {
         })
     }
 
-    /// A backend for the next request. `counters[i]` is backend `i`'s; `now_ms` the time for
-    /// their ejection deadlines. With every backend ejected it still picks one (whose
-    /// request then fails at once, saying until when).
-    pub(super) fn pick(&self, counters: &[Arc<Counters>], now_ms: u64) -> usize {
+    /// A backend for the next request. `counters[i]` is backend `i`'s; `now_ms` gives the
+    /// time for their ejection deadlines (read only when a backend has one). With every
+    /// backend ejected it still picks one (whose request then fails at once, saying until
+    /// when).
+    pub(super) fn pick(&self, counters: &[Arc<Counters>], now_ms: impl Fn() -> u64) -> usize {
         let n = counters.len();
-        let up = |b: usize| !counters[b].is_ejected(now_ms);
+        let up = |b: usize| !counters[b].is_ejected(&now_ms);
         match &self.policy {
             Policy::RoundRobin => self.round_robin(n, up),
             Policy::LeastStreams => {
@@ -175,7 +176,7 @@ mod tests {
     fn spread(p: &Picker, c: &[Arc<Counters>], picks: usize) -> Vec<usize> {
         let mut n = vec![0; c.len()];
         for _ in 0..picks {
-            n[p.pick(c, 10)] += 1;
+            n[p.pick(c, || 10)] += 1;
         }
         n
     }

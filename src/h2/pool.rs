@@ -290,8 +290,10 @@ impl H2Pool {
     /// The backend the pool's picker ([`Balance`](super::Balance)) chooses for a request that
     /// does not pin one: no lock, ejected backends skipped while another is not ejected.
     pub fn pick(&self) -> usize {
-        let now = millis_since(self.inner.epoch, Instant::now());
-        self.inner.picker.pick(&self.inner.counters, now)
+        let epoch = self.inner.epoch;
+        self.inner
+            .picker
+            .pick(&self.inner.counters, || millis_since(epoch, Instant::now()))
     }
 
     pub(super) fn retry_policy(&self) -> RetryPolicy {
