@@ -11,6 +11,7 @@
 //! the next backend round robin, skipping backends that fail; see `server.rs` for the details.
 //! Ctrl-C stops accepting, lets open requests finish, and prints per-backend pool stats.
 
+mod admin;
 mod server;
 
 use std::net::SocketAddr;
@@ -37,6 +38,10 @@ options:
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
   --min-conns-per-backend N     connections kept open to each backend (default 0)
+  --balance POLICY              round-robin (default) or least-streams: how a request
+                                picks its first backend (ejected ones skipped)
+  --admin ADDR                  serve the pool's figures as Prometheus text on
+                                http://ADDR/metrics (default: off)
   --backend-keep-alive-ms MS    PING backend connections this often; one unanswered for as
                                 long again is closed (default 30000)
 
@@ -75,6 +80,8 @@ struct Args {
     acquire_timeout: Duration,
     min_conns: usize,
     backend_keep_alive: Duration,
+    balance: tokenpool::h2::Balance,
+    admin: Option<SocketAddr>,
     response_header_timeout: Duration,
     request_timeout: Duration,
     limits: server::Limits,
@@ -92,6 +99,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         acquire_timeout: Duration::from_millis(2000),
         min_conns: 0,
         backend_keep_alive: Duration::from_secs(30),
+        balance: tokenpool::h2::Balance::RoundRobin,
+        admin: None,
         response_header_timeout: Duration::from_secs(30),
         request_timeout: Duration::from_secs(300),
         limits: server::Limits::default(),
@@ -136,6 +145,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     .parse()
                     .map_err(|_| format!("{flag} needs a number"))?;
             }
+            "--balance" => {
+                parsed.balance = match value()?.as_str() {
+                    "round-robin" => tokenpool::h2::Balance::RoundRobin,
+                    "least-streams" => tokenpool::h2::Balance::LeastStreams,
+                    other => {
+                        return Err(format!(
+                            "{flag}: `{other}` is not a policy (round-robin, least-streams)"
+                        ))
+                    }
+                };
+            }
+            "--admin" => parsed.admin = Some(parse_addr(&flag, &value()?)?),
             "--backend-keep-alive-ms" => {
                 parsed.backend_keep_alive = parse_millis(&flag, &value()?)?;
             }
@@ -268,6 +289,7 @@ async fn run(args: Args) -> Result<(), String> {
         .min_connections_per_backend(args.min_conns)
         .keep_alive_interval(args.backend_keep_alive)
         .keep_alive_timeout(args.backend_keep_alive)
+        .balance(args.balance.clone())
         .build()
         .map_err(|e| format!("invalid pool configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -293,6 +315,15 @@ async fn run(args: Args) -> Result<(), String> {
         args.backend_keep_alive,
         args.limits.describe()
     );
+    if let Some(addr) = args.admin {
+        let listener = admin::bind(addr).await?;
+        println!(
+            "proxy: admin endpoint on http://{}/metrics",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        tokio::spawn(admin::serve(listener, pool.clone()));
+    }
+    println!("proxy: backends picked by {:?}", args.balance);
     let proxy = server::Proxy::with_limits(pool, args.limits);
     let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
     println!("proxy: shutting down");
