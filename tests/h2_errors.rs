@@ -32,7 +32,7 @@ async fn unknown_backend_is_an_error_not_a_panic() {
         pool.drain_backend(7),
         Err(H2Error::UnknownBackend { .. })
     ));
-    assert_eq!(pool.backend_addr(0), Some(&server.addr().into()));
+    assert_eq!(pool.backend_addr(0), Some(server.addr().into()));
     assert_eq!(pool.backend_addr(1), None);
     assert_eq!(
         Counters::get(&server.counters.connections),

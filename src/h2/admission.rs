@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::coalesce::{Coalescer, ConnectGuard, Decision, Ejected, Outcome};
+use super::backends::Entry;
+use super::coalesce::{ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, refusal, Conn, Shared, StreamTicket};
 use super::connect::Connector;
 use super::counters::bump;
-use super::{H2Error, ResponseFuture, Target};
+use super::{H2Error, ResponseFuture};
 use crate::{Checkout, OwnedReservation, Pool, Reservation, Token};
 
 /// A request that finds its connection already carrying this many streams (or more) looks at
@@ -35,8 +36,6 @@ pub(super) struct Admission {
     pub(super) acquire_timeout: Duration,
     /// Opens a connection into an empty slot.
     pub(super) connector: Connector,
-    /// The connects in progress, per backend (indexed by backend).
-    pub(super) coalescers: Box<[Arc<Coalescer>]>,
 }
 
 /// One stream counted against its connection, with the connection's slot held: the right to
@@ -123,17 +122,14 @@ impl Drop for Claim<'_> {
 }
 
 impl Admission {
-    /// A connection of the backend served by `pool` with room for one more stream, with
-    /// that stream counted: reuse, else join a connect in progress, else reserve and
-    /// connect, else wait, all within the acquire timeout.
-    pub(super) async fn checkout<'p>(
-        &self,
-        pool: &'p Arc<Pool<Conn>>,
-        addr: &Target,
-    ) -> Result<Claim<'p>, H2Error> {
+    /// A connection of `backend` with room for one more stream, with that stream counted:
+    /// reuse, else join a connect in progress, else reserve and connect, else wait, all
+    /// within the acquire timeout.
+    pub(super) async fn checkout<'p>(&self, backend: &'p Entry) -> Result<Claim<'p>, H2Error> {
+        let (pool, addr, counters) = (&backend.pool, &backend.target, &backend.counters);
         let timeout = self.acquire_timeout;
         let timed_out = || {
-            bump(&self.connector.counters[pool.backend()].acquire_timeouts);
+            bump(&counters.acquire_timeouts);
             tracing::debug!(
                 backend = pool.backend(),
                 ?timeout,
@@ -150,13 +146,20 @@ impl Admission {
             until: e.until,
             failures: e.failures,
         };
-        let coalescer = &self.coalescers[pool.backend()];
+        let coalescer = &backend.coalescer;
         // Set on the first wait: the fast path takes no timer.
         let mut deadline = None;
         loop {
             // Shut down (before or while this request waited): no new stream, no connect.
             if self.connector.drivers.is_closed() {
                 return Err(H2Error::Shutdown);
+            }
+            // Removed (or replaced) since the request found it: nothing more goes there.
+            if backend.removed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(H2Error::BackendRemoved {
+                    backend: pool.backend(),
+                    addr: addr.clone(),
+                });
             }
             // Fast path. Each failed `claim` parks or closes the connection it looked at, so
             // the loop soon runs out of available connections (it goes on only while streams
@@ -171,7 +174,7 @@ impl Admission {
                 *deadline.get_or_insert_with(|| tokio::time::Instant::now().checked_add(timeout));
             match coalescer.join_or_start(|| pool.reserve()) {
                 Decision::Start(reservation, guard) => {
-                    return self.connect_and_claim(pool, addr, reservation, guard).await;
+                    return self.connect_and_claim(backend, reservation, guard).await;
                 }
                 Decision::Ejected(e) => return Err(ejected(e)),
                 Decision::Join(joined) => {
@@ -210,7 +213,7 @@ impl Admission {
                         Checkout::Vacant(reservation) => {
                             // Dropping the reservation empties the slot again.
                             let guard = coalescer.start().map_err(ejected)?;
-                            return self.connect_and_claim(pool, addr, reservation, guard).await;
+                            return self.connect_and_claim(backend, reservation, guard).await;
                         }
                     }
                 }
@@ -220,16 +223,26 @@ impl Admission {
 
     async fn connect_and_claim<'p>(
         &self,
-        pool: &'p Arc<Pool<Conn>>,
-        addr: &Target,
+        backend: &'p Entry,
         reservation: Reservation<'_, Conn>,
         guard: ConnectGuard,
     ) -> Result<Claim<'p>, H2Error> {
+        let pool = &backend.pool;
         if self.connector.drivers.is_closed() {
             // The joiners look again and find the pool closed too.
             return Err(H2Error::Shutdown);
         }
-        let token = match self.connector.connect(pool, addr, reservation).await {
+        if backend.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            // Removed while this request looked for room: no connection to it any more.
+            return Err(H2Error::BackendRemoved {
+                backend: pool.backend(),
+                addr: backend.target.clone(),
+            });
+        }
+        let connect = self
+            .connector
+            .connect(pool, &backend.target, reservation, &backend.counters);
+        let token = match connect.await {
             Ok(token) => token,
             Err(e) => {
                 guard.failed(&e);
@@ -264,19 +277,18 @@ impl Admission {
     /// Opens a connection into `reservation` for warm-up (no request waits for it, but
     /// requests may join it) and puts it in the pool, available. A failure counts towards
     /// the backend's ejection like any other connect's; an ejected backend is not tried.
-    pub(super) async fn warm(
-        &self,
-        pool: &Arc<Pool<Conn>>,
-        addr: &Target,
-        reservation: OwnedReservation<Conn>,
-    ) {
+    pub(super) async fn warm(&self, backend: &Entry, reservation: OwnedReservation<Conn>) {
         if self.connector.drivers.is_closed() {
             return;
         }
-        let Ok(guard) = self.coalescers[pool.backend()].start() else {
+        let Ok(guard) = backend.coalescer.start() else {
             return; // ejected: the reservation's drop empties the slot again
         };
-        match self.connector.connect(pool, addr, reservation).await {
+        let pool = &backend.pool;
+        let connect = self
+            .connector
+            .connect(pool, &backend.target, reservation, &backend.counters);
+        match connect.await {
             Ok(token) => {
                 let limit = match pool.get(&token) {
                     Some(conn) => {

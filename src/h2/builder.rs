@@ -352,7 +352,8 @@ impl H2PoolBuilder {
     /// The TLS step, made once: `None` when no backend is `https://`.
     #[cfg(feature = "rustls")]
     pub(super) fn tls_step(&self) -> Result<Option<super::tls::Tls>, H2Error> {
-        if !self.backends.iter().any(Target::is_tls) {
+        // Built when a backend needs it, or when asked for (backends added at runtime may).
+        if !self.backends.iter().any(Target::is_tls) && self.tls.is_none() {
             return Ok(None);
         }
         match &self.tls {

@@ -40,8 +40,6 @@ pub(super) struct Connector {
     pub(super) drivers: Arc<Drivers>,
     /// Keepalive PINGs, if enabled.
     pub(super) keep_alive: Option<KeepAlive>,
-    /// Per backend: its counters (see [`Shared`]).
-    pub(super) counters: Arc<[Arc<Counters>]>,
 }
 
 /// A [`Connect`] with its stream type erased at the level of a whole connect: one boxed
@@ -117,6 +115,14 @@ impl<C: Connect> Open for Erased<C> {
 }
 
 impl Connector {
+    /// Whether `https://` backends can be reached (a TLS configuration was built).
+    pub(super) fn has_tls(&self) -> bool {
+        #[cfg(feature = "rustls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "rustls"))]
+        return false;
+    }
+
     /// Connects to `target` and puts the connection into the reserved slot of `pool`: the
     /// connector's byte stream (TCP with `TCP_NODELAY` for the built-in one), TLS for an
     /// `https://` target, the HTTP/2 client handshake, the connection's driver task, and one
@@ -136,6 +142,7 @@ impl Connector {
         pool: &Arc<Pool<Conn>>,
         target: &Target,
         reservation: ReservationOf<P, Conn>,
+        counters: &Arc<Counters>,
     ) -> Result<Token, H2Error>
     where
         P: Deref<Target = Pool<Conn>>,
@@ -146,10 +153,9 @@ impl Connector {
             target.detached(),
             Arc::downgrade(pool),
             self.max_streams,
-            Arc::clone(&self.counters[pool.backend()]),
+            Arc::clone(counters),
         ));
         let backend = pool.backend();
-        let counters = &self.counters[backend];
         let start = Instant::now();
         tracing::debug!(backend, conn = %id, %target, "connecting");
         let connect = self.transport.0.open(self, target, &shared, id);

@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 
 use super::counters::bump;
 use super::send::BoxError;
-use super::{Backend, Body, H2Error, H2Pool};
+use super::{Backend, BackendKey, Body, H2Error, H2Pool};
 
 /// Default for [`H2PoolBuilder::max_attempts`](super::H2PoolBuilder::max_attempts).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -160,7 +160,17 @@ impl H2Pool {
     {
         let policy = self.retry_policy();
         let _request = self.retry_budget().request();
-        let pinned = request.extensions().get::<Backend>().map(|b| b.0);
+        let pinned = match (
+            request.extensions().get::<Backend>(),
+            request.extensions().get::<BackendKey>(),
+        ) {
+            (Some(b), _) => Some(b.0),
+            (None, Some(BackendKey(key))) => Some(
+                self.backend_index(key)
+                    .ok_or_else(|| H2Error::UnknownBackendKey(key.clone()))?,
+            ),
+            (None, None) => None,
+        };
         let (parts, body) = request.into_parts();
         let payload = if body.is_end_stream() {
             Payload::Replayable(Replayed::default())
@@ -185,7 +195,15 @@ impl H2Pool {
         };
         let mut failed: Vec<(usize, H2Error)> = Vec::new();
         let mut _retry = None;
-        let mut backend = pinned.unwrap_or_else(|| self.pick());
+        let mut backend = match pinned.or_else(|| self.pick()) {
+            Some(b) => b,
+            None => {
+                return Err(H2Error::UnknownBackend {
+                    backend: 0,
+                    backends: 0,
+                })
+            }
+        };
         let single = policy.max_attempts <= 1 || matches!(payload, Payload::Streamed(_));
         if single {
             // One attempt: the head moves as it is, no copy kept for a retry.
@@ -221,8 +239,8 @@ impl H2Pool {
             if pinned.is_none() {
                 backend = self.pick_other(backend);
             }
-            if let Some(c) = self.backend_counters(backend) {
-                bump(&c.retries);
+            if let Ok(entry) = self.entry(backend) {
+                bump(&entry.counters.retries);
             }
             tracing::debug!(
                 backend,
@@ -254,12 +272,12 @@ impl H2Pool {
 
     /// A backend other than `failed` if the picker finds one in a few tries.
     fn pick_other(&self, failed: usize) -> usize {
-        let mut b = self.pick();
+        let mut b = self.pick().unwrap_or(failed);
         for _ in 0..self.backends() {
             if b != failed {
                 break;
             }
-            b = self.pick();
+            b = self.pick().unwrap_or(failed);
         }
         b
     }

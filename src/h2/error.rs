@@ -61,6 +61,19 @@ pub enum H2Error {
         /// error is not).
         retryable: bool,
     },
+    /// The backend was removed or replaced (see
+    /// [`H2Pool::remove_backend`](super::H2Pool::remove_backend)) while the request was on
+    /// its way to it. Nothing was sent: retryable ([`H2Pool::dispatch`](super::H2Pool::dispatch)
+    /// retries it on a current backend).
+    BackendRemoved {
+        /// The index it had.
+        backend: usize,
+        /// The address it had.
+        addr: Target,
+    },
+    /// No backend was added under this key (see
+    /// [`H2Pool::add_backend`](super::H2Pool::add_backend)), or it was removed.
+    UnknownBackendKey(String),
     /// The backend is ejected after consecutive connect failures (see
     /// [`H2PoolBuilder::eject_after_connect_failures`](super::H2PoolBuilder::eject_after_connect_failures)),
     /// and the request needed a new connection: it failed at once instead of paying for
@@ -322,7 +335,7 @@ impl H2Error {
             | H2Error::AcquireTimeout { .. }
             | H2Error::ConnectionFull { .. } => true,
             H2Error::JoinedConnectFailed { retryable, .. } => *retryable,
-            H2Error::BackendEjected { .. } => true,
+            H2Error::BackendEjected { .. } | H2Error::BackendRemoved { .. } => true,
             H2Error::AllAttemptsFailed(attempts) => {
                 attempts.last().is_some_and(|(_, e)| e.is_retryable())
             }
@@ -341,6 +354,7 @@ impl H2Error {
             } => *replay_safe || refused(source),
             H2Error::Protocol(source) => refused(source),
             H2Error::UnknownBackend { .. }
+            | H2Error::UnknownBackendKey(_)
             | H2Error::InvalidRequest(_)
             | H2Error::RequestBody(_)
             | H2Error::ResponseHeaderTimeout { .. }
@@ -382,6 +396,10 @@ impl fmt::Display for H2Error {
                     f,
                     "the connect to {addr} that this request waited for failed: {cause}"
                 )
+            }
+            H2Error::UnknownBackendKey(key) => write!(f, "no backend with the key `{key}`"),
+            H2Error::BackendRemoved { backend, addr } => {
+                write!(f, "backend {backend} ({addr}) was removed")
             }
             H2Error::AllAttemptsFailed(attempts) => {
                 write!(f, "all {} attempts failed:", attempts.len())?;

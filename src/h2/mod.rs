@@ -260,6 +260,7 @@
 //! [`Pool::evict_idle`]: crate::Pool::evict_idle
 
 mod admission;
+mod backends;
 mod batch;
 mod body;
 mod builder;
@@ -303,7 +304,7 @@ pub use keepalive::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT};
 pub use lease::H2Lease;
 pub use picker::Balance;
 pub use pool::H2Pool;
-pub use service::{Backend, ServiceFuture};
+pub use service::{Backend, BackendKey, ServiceFuture};
 pub use shutdown::ShutdownReport;
 pub use target::{IntoTarget, Target};
 pub use timeouts::Timeouts;

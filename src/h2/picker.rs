@@ -6,9 +6,8 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
 
-use super::counters::Counters;
+use super::backends::Table;
 
 /// How [`H2Pool`](super::H2Pool) chooses a backend for a request that does not pin one with
 /// the [`Backend`](super::Backend) extension ([`H2Pool::dispatch`](super::H2Pool::dispatch)
@@ -36,15 +35,12 @@ pub(super) struct Picker {
     next: AtomicUsize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Policy {
     RoundRobin,
     LeastStreams,
-    /// Cumulative weights: backend `i` gets `r` in `prefix[i-1]..prefix[i]`.
-    Weighted {
-        prefix: Box<[u64]>,
-        total: u64,
-    },
+    /// By the entries' weights (cumulative sums kept in the backends' table).
+    Weighted,
 }
 
 impl Picker {
@@ -60,18 +56,10 @@ impl Picker {
                         weights.len()
                     ));
                 }
-                let mut total = 0u64;
-                let prefix = weights
-                    .iter()
-                    .map(|&w| {
-                        total += u64::from(w);
-                        total
-                    })
-                    .collect();
-                if total == 0 {
+                if weights.iter().all(|&w| w == 0) {
                     return Err("Balance::Weighted needs a weight above 0".into());
                 }
-                Policy::Weighted { prefix, total }
+                Policy::Weighted
             }
         };
         Ok(Picker {
@@ -80,23 +68,33 @@ impl Picker {
         })
     }
 
-    /// A backend for the next request. `counters[i]` is backend `i`'s; `now_ms` gives the
-    /// time for their ejection deadlines (read only when a backend has one). With every
+    /// A backend of `table` for the next request, or `None` if it has none; `now_ms` gives
+    /// the time for the ejection deadlines (read only when a backend has one). With every
     /// backend ejected it still picks one (whose request then fails at once, saying until
     /// when).
-    pub(super) fn pick(&self, counters: &[Arc<Counters>], now_ms: impl Fn() -> u64) -> usize {
-        let n = counters.len();
-        let up = |b: usize| !counters[b].is_ejected(&now_ms);
-        match &self.policy {
-            Policy::RoundRobin => self.round_robin(n, up),
+    pub(super) fn pick(&self, table: &Table, now_ms: impl Fn() -> u64) -> Option<usize> {
+        let live = &table.live;
+        let n = live.len();
+        if n == 0 {
+            return None;
+        }
+        let counters = |b: usize| table.get(b).map(|e| &e.counters);
+        let up = |b: usize| counters(b).is_some_and(|c| !c.is_ejected(&now_ms));
+        let pick = match self.policy {
+            Policy::RoundRobin => self.round_robin(live, up),
             Policy::LeastStreams => {
                 if n == 1 {
-                    return 0;
+                    return Some(live[0]);
                 }
-                let a = random_below(n);
+                let a = live[random_below(n)];
                 // A second backend other than `a`.
-                let b = (a + 1 + random_below(n - 1)) % n;
-                let load = |b: usize| counters[b].streams_in_flight.load(Relaxed);
+                let b = live[(live.iter().position(|&x| x == a).unwrap_or(0)
+                    + 1
+                    + random_below(n - 1))
+                    % n];
+                let load = |b: usize| {
+                    counters(b).map_or(usize::MAX, |c| c.streams_in_flight.load(Relaxed))
+                };
                 match (up(a), up(b)) {
                     (true, true) => {
                         if load(b) < load(a) {
@@ -107,34 +105,43 @@ impl Picker {
                     }
                     (true, false) => a,
                     (false, true) => b,
-                    (false, false) => self.round_robin(n, up),
+                    (false, false) => self.round_robin(live, up),
                 }
             }
-            Policy::Weighted { prefix, total } => {
-                let r = random_u64() % total;
+            Policy::Weighted => {
+                if table.total_weight == 0 {
+                    return Some(self.round_robin(live, up));
+                }
+                let r = random_u64() % table.total_weight;
                 // The first backend whose cumulative weight is above `r`.
-                let b = prefix.partition_point(|&p| p <= r);
+                let k = table.prefix.partition_point(|&p| p <= r);
+                let b = live[k.min(n - 1)];
                 if up(b) {
-                    return b;
+                    b
+                } else {
+                    // Ejected: the next backend with a weight that is not.
+                    let weighted =
+                        |k: usize| table.prefix[k] > if k == 0 { 0 } else { table.prefix[k - 1] };
+                    (1..n)
+                        .map(|j| (k + j) % n)
+                        .find(|&j| weighted(j) && up(live[j]))
+                        .map_or(b, |j| live[j])
                 }
-                // Ejected: the next backend with a weight that is not.
-                let weighted = |i: usize| prefix[i] > if i == 0 { 0 } else { prefix[i - 1] };
-                (1..n)
-                    .map(|k| (b + k) % n)
-                    .find(|&i| weighted(i) && up(i))
-                    .unwrap_or(b)
             }
-        }
+        };
+        Some(pick)
     }
 
-    /// The next backend from the cursor that `up` accepts, or the cursor's if none does.
-    fn round_robin(&self, n: usize, up: impl Fn(usize) -> bool) -> usize {
+    /// The next backend of `live` from the cursor that `up` accepts, or the cursor's if none
+    /// does.
+    fn round_robin(&self, live: &[usize], up: impl Fn(usize) -> bool) -> usize {
+        let n = live.len();
         // Relaxed: the cursor only spreads the load; any interleaving is fine.
         let start = self.next.fetch_add(1, Relaxed);
         (0..n)
-            .map(|i| start.wrapping_add(i) % n)
+            .map(|i| live[start.wrapping_add(i) % n])
             .find(|&b| up(b))
-            .unwrap_or(start % n)
+            .unwrap_or(live[start % n])
     }
 }
 
@@ -167,71 +174,90 @@ fn random_below(n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::backends::test_table;
     use super::*;
 
-    fn counters(n: usize) -> Vec<Arc<Counters>> {
-        (0..n).map(|_| Arc::default()).collect()
-    }
-
-    fn spread(p: &Picker, c: &[Arc<Counters>], picks: usize) -> Vec<usize> {
-        let mut n = vec![0; c.len()];
+    fn spread(p: &Picker, t: &Table, picks: usize) -> Vec<usize> {
+        let mut n = vec![0; t.entries.len()];
         for _ in 0..picks {
-            n[p.pick(c, || 10)] += 1;
+            n[p.pick(t, || 10).unwrap()] += 1;
         }
         n
     }
 
     #[test]
-    fn round_robin_is_exact_and_skips_ejected_backends() {
-        let c = counters(3);
+    fn round_robin_is_exact_and_skips_ejected_and_removed_backends() {
+        let t = test_table(&[1, 1, 1], &[]);
         let p = Picker::new(&Balance::RoundRobin, 3).unwrap();
-        assert_eq!(spread(&p, &c, 300), [100, 100, 100]);
-        c[1].ejected_until_ms.store(11, Relaxed); // ejected at 10
-        assert_eq!(spread(&p, &c, 300)[1], 0);
-        c[1].ejected_until_ms.store(10, Relaxed); // over at 10
-        assert_eq!(spread(&p, &c, 300), [100, 100, 100]);
+        assert_eq!(spread(&p, &t, 300), [100, 100, 100]);
+        t.get(1)
+            .unwrap()
+            .counters
+            .ejected_until_ms
+            .store(11, Relaxed); // ejected at 10
+        assert_eq!(spread(&p, &t, 300)[1], 0);
+        t.get(1)
+            .unwrap()
+            .counters
+            .ejected_until_ms
+            .store(10, Relaxed); // over at 10
+        assert_eq!(spread(&p, &t, 300), [100, 100, 100]);
+        let t = test_table(&[1, 1, 1], &[1]);
+        assert_eq!(spread(&p, &t, 300), [150, 0, 150]);
+        assert_eq!(p.pick(&test_table(&[], &[]), || 0), None);
     }
 
     #[test]
     fn all_ejected_still_picks_in_turn() {
-        let c = counters(2);
-        for c in &c {
-            c.ejected_until_ms.store(u64::MAX, Relaxed);
+        let t = test_table(&[1, 1], &[]);
+        for (_, e) in t.iter() {
+            e.counters.ejected_until_ms.store(u64::MAX, Relaxed);
         }
         let p = Picker::new(&Balance::RoundRobin, 2).unwrap();
-        assert_eq!(spread(&p, &c, 10), [5, 5]);
+        assert_eq!(spread(&p, &t, 10), [5, 5]);
     }
 
     #[test]
     fn least_streams_prefers_the_less_loaded_and_spreads_evenly_when_equal() {
-        let c = counters(4);
+        let t = test_table(&[1, 1, 1, 1], &[]);
         let p = Picker::new(&Balance::LeastStreams, 4).unwrap();
-        let even = spread(&p, &c, 40_000);
+        let even = spread(&p, &t, 40_000);
         // Equal loads: each of 4 gets 1/4 within 5 %.
         assert!(
             even.iter().all(|&k| (9_500..=10_500).contains(&k)),
             "{even:?}"
         );
-        // Backend 2 carries the most streams: picked only when drawn with... never, since
-        // the other of the pair always carries fewer.
-        c[2].streams_in_flight.store(50, Relaxed);
-        let skewed = spread(&p, &c, 40_000);
+        // Backend 2 carries the most streams: the other of any pair carries fewer.
+        t.get(2)
+            .unwrap()
+            .counters
+            .streams_in_flight
+            .store(50, Relaxed);
+        let skewed = spread(&p, &t, 40_000);
         assert_eq!(skewed[2], 0, "{skewed:?}");
-        c[0].ejected_until_ms.store(u64::MAX, Relaxed);
-        assert_eq!(spread(&p, &c, 10_000)[0], 0);
+        t.get(0)
+            .unwrap()
+            .counters
+            .ejected_until_ms
+            .store(u64::MAX, Relaxed);
+        assert_eq!(spread(&p, &t, 10_000)[0], 0);
     }
 
     #[test]
     fn weighted_follows_the_weights_and_skips_ejected_and_zero_weights() {
-        let c = counters(3);
+        let t = test_table(&[1, 3, 0], &[]);
         let p = Picker::new(&Balance::Weighted(vec![1, 3, 0]), 3).unwrap();
-        let got = spread(&p, &c, 40_000);
+        let got = spread(&p, &t, 40_000);
         assert_eq!(got[2], 0, "{got:?}");
         // 1 : 3 within 5 % of each share.
         assert!((9_500..=10_500).contains(&got[0]), "{got:?}");
         assert!((28_500..=31_500).contains(&got[1]), "{got:?}");
-        c[1].ejected_until_ms.store(u64::MAX, Relaxed);
-        assert_eq!(spread(&p, &c, 1_000), [1_000, 0, 0]);
+        t.get(1)
+            .unwrap()
+            .counters
+            .ejected_until_ms
+            .store(u64::MAX, Relaxed);
+        assert_eq!(spread(&p, &t, 1_000), [1_000, 0, 0]);
     }
 
     #[test]

@@ -9,10 +9,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::admission::Admission;
-use super::coalesce::{Coalescer, Watched};
-use super::conn::Conn;
+use super::backends::{Backends, Entry, Template};
 use super::connect::Connector;
-use super::counters::{bump, millis_since, Counters};
+use super::counters::{bump, millis_since};
 use super::dispatch::{RetryBudget, RetryPolicy};
 use super::keepalive::KeepAlive;
 use super::picker::Picker;
@@ -20,7 +19,7 @@ use super::shutdown::Drivers;
 use super::sweep::{self, Limits};
 use super::{BackendHealth, BackendMetrics, ShutdownReport};
 use super::{H2Error, H2Lease, H2PoolBuilder, IntoTarget, ResponseFuture, Target};
-use crate::{ConnectionPool, Pool, Stats};
+use crate::{Pool, Stats};
 
 /// A pool of HTTP/2 connections (h2c, or h2 over TLS) to a fixed list of backends, addressed
 /// by index.
@@ -34,22 +33,17 @@ pub struct H2Pool {
 
 /// The pool proper, shared by every clone of [`H2Pool`].
 struct Inner {
-    /// The sweeper holds a `Weak` to it.
-    pools: Arc<ConnectionPool<Conn>>,
-    addrs: Box<[Target]>,
+    /// The backends, each with its slots, counters and coalescer; changed at runtime by
+    /// `add_backend` / `remove_backend` / `replace_backend`, read without a lock.
+    backends: Backends,
     admission: Admission,
     limits: Limits,
     /// Where upload tasks run (the runtime the pool was built in).
     runtime: tokio::runtime::Handle,
     /// The pool's `request_timeout` and `response_header_timeout`.
     timeouts: super::Timeouts,
-    /// Per backend: streams in flight (shared with the connector, which hands each
-    /// connection its backend's counter).
-    /// Per backend: its counters (streams in flight, connects, evictions, ...).
-    counters: Arc<[Arc<Counters>]>,
     /// Where the counters' millisecond clock starts.
     epoch: Instant,
-    /// The next backend for a request sent through the `Service` without a `Backend`.
     /// Chooses the backend of a request that does not pin one.
     picker: Picker,
     retry: RetryPolicy,
@@ -66,12 +60,9 @@ impl Inner {
     #[cfg(feature = "metrics")]
     fn publish_metrics(&self) {
         let now = Instant::now();
-        for (backend, counters) in self.counters.iter().enumerate() {
-            let Ok(pool) = self.pools.backend(backend) else {
-                continue;
-            };
-            let m = counters.snapshot(pool.stats(), now, self.epoch);
-            super::counters::publish(&self.addrs[backend].to_string(), &m);
+        for (_, entry) in self.backends.load().iter() {
+            let m = entry.counters.snapshot(entry.pool.stats(), now, self.epoch);
+            super::counters::publish(&entry.key, &m);
         }
     }
 
@@ -83,21 +74,17 @@ impl Inner {
         if min == 0 || self.drivers.is_closed() {
             return;
         }
-        for backend in 0..self.addrs.len() {
-            let Ok(pool) = self.pools.backend(backend) else {
-                continue;
-            };
-            let stats = pool.stats();
+        for (_, entry) in self.backends.load().iter() {
+            let stats = entry.pool.stats();
             // `in_use` counts connects in progress (reserved slots) too.
             for _ in (stats.available + stats.in_use)..min {
                 // Reserved here, so that the next call counts it and opens no more.
-                let Some(reservation) = Pool::reserve_owned(pool) else {
+                let Some(reservation) = Pool::reserve_owned(&entry.pool) else {
                     break;
                 };
-                let (inner, pool) = (Arc::clone(self), Arc::clone(pool));
+                let (inner, entry) = (Arc::clone(self), Arc::clone(entry));
                 self.runtime.spawn(async move {
-                    let addr = &inner.addrs[backend];
-                    inner.admission.warm(&pool, addr, reservation).await;
+                    inner.admission.warm(&entry, reservation).await;
                 });
             }
         }
@@ -130,7 +117,12 @@ impl H2Pool {
     ) -> Result<H2Pool, H2Error> {
         let backends = b.backends.len();
         let picker = Picker::new(&b.balance, backends).map_err(H2Error::InvalidConfig)?;
-        let pools = Arc::new(ConnectionPool::new(backends, b.max_connections)?);
+        if backends > crate::MAX_BACKENDS {
+            return Err(H2Error::InvalidConfig(format!(
+                "{backends} backends: at most {} at once",
+                crate::MAX_BACKENDS
+            )));
+        }
         #[cfg(feature = "rustls")]
         let tls = b.tls_step()?;
         let mut h2_builder = ::h2::client::Builder::new();
@@ -144,14 +136,31 @@ impl H2Pool {
             max_lifetime: b.max_lifetime,
             min_connections: b.min_connections,
         };
-        let counters: Arc<[Arc<Counters>]> = b.backends.iter().map(|_| Arc::default()).collect();
         let epoch = Instant::now();
+        let weights = match &b.balance {
+            super::Balance::Weighted(w) => w.clone(),
+            _ => vec![1; backends],
+        };
+        let initial = b
+            .backends
+            .iter()
+            .zip(weights)
+            .map(|(t, w)| (t.to_string(), t.clone(), w))
+            .collect();
+        let table = Backends::new(
+            initial,
+            Template {
+                slots: b.max_connections,
+                max_streams: b.max_streams,
+                max_connecting: b.max_connecting,
+                ejection: b.ejection,
+                epoch,
+            },
+        )?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let drivers = Arc::new(Drivers::default());
-        let weak_pools = Arc::downgrade(&pools);
         let inner = Arc::new(Inner {
-            pools,
-            addrs: b.backends.into_boxed_slice(),
+            backends: table,
             admission: Admission {
                 max_streams: b.max_streams,
                 max_lifetime: b.max_lifetime,
@@ -170,28 +179,10 @@ impl H2Pool {
                         timeout: b.keep_alive_timeout,
                         while_idle: b.keep_alive_while_idle,
                     }),
-                    counters: Arc::clone(&counters),
                 },
-                coalescers: counters
-                    .iter()
-                    .enumerate()
-                    .map(|(backend, counters)| {
-                        Arc::new(Coalescer::new(
-                            b.max_streams,
-                            b.max_connecting,
-                            b.ejection,
-                            Watched {
-                                backend,
-                                counters: Arc::clone(counters),
-                                epoch,
-                            },
-                        ))
-                    })
-                    .collect(),
             },
             limits,
             timeouts: b.timeouts,
-            counters: Arc::clone(&counters),
             epoch,
             runtime,
             picker,
@@ -208,10 +199,16 @@ impl H2Pool {
                 inner.publish_metrics();
             }
         };
+        let weak = Arc::downgrade(&inner);
+        let pools = move || {
+            let inner = weak.upgrade()?;
+            let table = inner.backends.load();
+            Some(table.iter().map(|(_, e)| Arc::clone(&e.pool)).collect())
+        };
         let drivers = Arc::clone(&inner.drivers);
         inner
             .runtime
-            .spawn(sweep::sweep(weak_pools, limits, stop_rx, drivers, refill));
+            .spawn(sweep::sweep(pools, limits, stop_rx, drivers, refill));
         Ok(H2Pool { inner })
     }
 
@@ -263,7 +260,9 @@ impl H2Pool {
         // Stop the sweeper: there is nothing left for it to do.
         drop(crate::sync::lock(&self.inner.stop_sweeper).take());
         let connections = drivers.running();
-        self.inner.pools.drain_all();
+        for (_, entry) in self.inner.backends.load().iter() {
+            entry.pool.drain_all();
+        }
         // Requests waiting for a slot are woken by the drain (slots empty) and find the pool
         // closed; those joining a connect find out when it ends.
         let cut_at_deadline = drivers.wait_or_cut(deadline).await;
@@ -286,14 +285,15 @@ impl H2Pool {
         self.inner.runtime.spawn(task);
     }
 
-    /// Round robin over the backends.
     /// The backend the pool's picker ([`Balance`](super::Balance)) chooses for a request that
-    /// does not pin one: no lock, ejected backends skipped while another is not ejected.
-    pub fn pick(&self) -> usize {
+    /// does not pin one: no lock, ejected backends skipped while another is not ejected;
+    /// `None` when the pool has no backend (all removed).
+    pub fn pick(&self) -> Option<usize> {
         let epoch = self.inner.epoch;
+        let table = self.inner.backends.load();
         self.inner
             .picker
-            .pick(&self.inner.counters, || millis_since(epoch, Instant::now()))
+            .pick(&table, || millis_since(epoch, Instant::now()))
     }
 
     pub(super) fn retry_policy(&self) -> RetryPolicy {
@@ -304,14 +304,19 @@ impl H2Pool {
         &self.inner.retry_budget
     }
 
-    pub(super) fn backend_counters(&self, backend: usize) -> Option<&Arc<Counters>> {
-        self.inner.counters.get(backend)
+    /// Backend `backend` of the current table (one atomic load), or
+    /// [`H2Error::UnknownBackend`].
+    pub(super) fn entry(&self, backend: usize) -> Result<Arc<Entry>, H2Error> {
+        let table = self.inner.backends.load();
+        table.get(backend).cloned().ok_or(H2Error::UnknownBackend {
+            backend,
+            backends: table.entries.len(),
+        })
     }
 
-    /// The slots of `backend` and its address.
-    fn backend_pool(&self, backend: usize) -> Result<(&Arc<Pool<Conn>>, &Target), H2Error> {
-        let pool = self.inner.pools.backend(backend)?;
-        Ok((pool, &self.inner.addrs[backend]))
+    /// The backend added under `key`, if present now.
+    pub fn backend_index(&self, key: &str) -> Option<usize> {
+        self.inner.backends.load().index(key)
     }
 
     /// The low-level path: opens a stream to `backend` on a pooled connection and sends the
@@ -345,10 +350,10 @@ impl H2Pool {
         request: http::Request<()>,
         end_of_stream: bool,
     ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
-        let (pool, addr) = self.backend_pool(backend)?;
-        bump(&self.inner.counters[backend].requests);
+        let entry = self.entry(backend)?;
+        bump(&entry.counters.requests);
         self.check_open()?;
-        let claim = self.inner.admission.checkout(pool, addr).await?;
+        let claim = self.inner.admission.checkout(&entry).await?;
         if let Err(e) = self.check_open() {
             // Shut down while it waited or connected: no stream, and the connection goes.
             claim.discard();
@@ -417,21 +422,100 @@ impl H2Pool {
     /// [`H2Error::UnknownBackend`], [`H2Error::Connect`], [`H2Error::ConnectTimeout`],
     /// [`H2Error::Handshake`], [`H2Error::AcquireTimeout`].
     pub async fn lease(&self, backend: usize) -> Result<H2Lease, H2Error> {
-        let (pool, addr) = self.backend_pool(backend)?;
-        let claim = self.inner.admission.checkout(pool, addr).await?;
+        let entry = self.entry(backend)?;
+        let claim = self.inner.admission.checkout(&entry).await?;
         // The lease opens its streams itself: it keeps the slot, not the counted stream.
         let (token, shared) = claim.into_held();
-        Ok(H2Lease::new(Arc::clone(pool), token, shared))
+        Ok(H2Lease::new(Arc::clone(&entry.pool), token, shared))
     }
 
-    /// Number of backends.
+    /// The number of backend indices: backends are `0..backends()`, except indices whose
+    /// backend was removed (they answer [`H2Error::UnknownBackend`] until a new backend
+    /// takes them).
     pub fn backends(&self) -> usize {
-        self.inner.addrs.len()
+        self.inner.backends.load().entries.len()
+    }
+
+    /// Adds a backend at runtime under `key` (any name; [`backend_index`](H2Pool::backend_index)
+    /// finds it, the [`BackendKey`](super::BackendKey) request extension routes to it) and
+    /// returns its index: the lowest one free. No other backend's connections are touched;
+    /// requests see it from their next look at the backends (no lock on their path). Under
+    /// [`Balance::Weighted`](super::Balance::Weighted) it gets weight 1.
+    ///
+    /// # Errors
+    /// [`H2Error::InvalidConfig`] if `target` does not parse, needs TLS the pool was built
+    /// without, or `key` is taken, or the pool has [`MAX_BACKENDS`](crate::MAX_BACKENDS).
+    pub fn add_backend(
+        &self,
+        key: impl Into<String>,
+        target: impl super::IntoTarget,
+    ) -> Result<usize, H2Error> {
+        let target = target
+            .into_target()
+            .map_err(|e| H2Error::InvalidConfig(e.to_string()))?;
+        if target.is_tls() && !self.inner.admission.connector.has_tls() {
+            return Err(H2Error::InvalidConfig(format!(
+                "`{target}` needs TLS: build the pool with a TLS configuration \
+                 (H2PoolBuilder::tls) or an https:// backend"
+            )));
+        }
+        let index = self.inner.backends.add(key.into(), target, 1)?;
+        tracing::info!(backend = index, "backend added");
+        Ok(index)
+    }
+
+    /// Removes the backend added under `key` (for backends given to the builder, their
+    /// address as written): no new request goes to it, its idle connections close now and
+    /// its busy ones once their running streams finish; no other backend's connections are
+    /// touched. Returns how many connections it closed or marked.
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackendKey`].
+    pub fn remove_backend(&self, key: &str) -> Result<usize, H2Error> {
+        let (index, entry) = self
+            .inner
+            .backends
+            .remove(key)
+            .ok_or_else(|| H2Error::UnknownBackendKey(key.to_string()))?;
+        let drained = entry.pool.drain_all();
+        tracing::info!(backend = index, drained, "backend removed");
+        Ok(drained)
+    }
+
+    /// Points the backend added under `key` at a new address (a DNS or service-discovery
+    /// change): new requests go to the new address at once, the old address's connections
+    /// drain as in [`remove_backend`](H2Pool::remove_backend). Returns the backend's index
+    /// (unchanged).
+    ///
+    /// # Errors
+    /// [`H2Error::UnknownBackendKey`]; [`H2Error::InvalidConfig`] as for
+    /// [`add_backend`](H2Pool::add_backend).
+    pub fn replace_backend(
+        &self,
+        key: &str,
+        target: impl super::IntoTarget,
+    ) -> Result<usize, H2Error> {
+        let target = target
+            .into_target()
+            .map_err(|e| H2Error::InvalidConfig(e.to_string()))?;
+        if target.is_tls() && !self.inner.admission.connector.has_tls() {
+            return Err(H2Error::InvalidConfig(format!(
+                "`{target}` needs TLS: build the pool with a TLS configuration"
+            )));
+        }
+        let (index, old) = self.inner.backends.replace(key, target)?;
+        let drained = old.pool.drain_all();
+        tracing::info!(backend = index, drained, "backend replaced");
+        Ok(index)
     }
 
     /// The address of `backend`, or `None` for an unknown index.
-    pub fn backend_addr(&self, backend: usize) -> Option<&Target> {
-        self.inner.addrs.get(backend)
+    pub fn backend_addr(&self, backend: usize) -> Option<Target> {
+        self.inner
+            .backends
+            .load()
+            .get(backend)
+            .map(|e| e.target.clone())
     }
 
     /// Slot counts of `backend`: `available` connections have room for a stream, `in_use`
@@ -452,7 +536,7 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn stats(&self, backend: usize) -> Result<Stats, H2Error> {
-        Ok(self.inner.pools.backend(backend)?.stats())
+        Ok(self.entry(backend)?.pool.stats())
     }
 
     /// `backend`'s health: consecutive connect failures, whether (and until when) it is
@@ -462,8 +546,7 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn health(&self, backend: usize) -> Result<BackendHealth, H2Error> {
-        self.inner.pools.backend(backend)?;
-        Ok(self.inner.admission.coalescers[backend].health())
+        Ok(self.entry(backend)?.coalescer.health())
     }
 
     /// Streams in flight to `backend` through the pool, on all its connections: opened and
@@ -475,9 +558,9 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn streams_in_flight(&self, backend: usize) -> Result<usize, H2Error> {
-        let counters = self.counters(backend)?;
+        let entry = self.entry(backend)?;
         // Relaxed: a figure; see `counters`.
-        Ok(counters.streams_in_flight.load(Ordering::Relaxed))
+        Ok(entry.counters.streams_in_flight.load(Ordering::Relaxed))
     }
 
     /// `backend`'s figures now: slot states, waiters, streams in flight, connects in
@@ -489,24 +572,24 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn metrics(&self, backend: usize) -> Result<BackendMetrics, H2Error> {
-        let stats = self.inner.pools.backend(backend)?.stats();
-        let counters = self.counters(backend)?;
-        Ok(counters.snapshot(stats, Instant::now(), self.inner.epoch))
-    }
-
-    fn counters(&self, backend: usize) -> Result<&Arc<Counters>, H2Error> {
-        self.inner
+        let entry = self.entry(backend)?;
+        Ok(entry
             .counters
-            .get(backend)
-            .ok_or(H2Error::UnknownBackend {
-                backend,
-                backends: self.backends(),
-            })
+            .snapshot(entry.pool.stats(), Instant::now(), self.inner.epoch))
     }
 
     /// Slot counts summed over all backends.
     pub fn total_stats(&self) -> Stats {
-        self.inner.pools.total_stats()
+        let mut total = Stats::default();
+        for (_, entry) in self.inner.backends.load().iter() {
+            let s = entry.pool.stats();
+            total.empty += s.empty;
+            total.available += s.available;
+            total.in_use += s.in_use;
+            total.draining += s.draining;
+            total.waiters += s.waiters;
+        }
+        total
     }
 
     /// Drains every connection of `backend` (for example when it is taken out of service):
@@ -516,21 +599,26 @@ impl H2Pool {
     /// # Errors
     /// [`H2Error::UnknownBackend`].
     pub fn drain_backend(&self, backend: usize) -> Result<usize, H2Error> {
-        Ok(self.inner.pools.backend(backend)?.drain_all())
+        Ok(self.entry(backend)?.pool.drain_all())
     }
 
     /// Closes idle and over-age connections now, as the sweeper does periodically. Returns
     /// how many it closed.
     pub fn evict_idle(&self) -> usize {
-        sweep::evict(&self.inner.pools, self.inner.limits, Instant::now())
+        let table = self.inner.backends.load();
+        sweep::evict(
+            table.iter().map(|(_, e)| &e.pool),
+            self.inner.limits,
+            Instant::now(),
+        )
     }
 }
 
 impl fmt::Debug for H2Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_list();
-        for (b, addr) in self.inner.addrs.iter().enumerate() {
-            list.entry(&(addr, self.inner.pools.backend(b).ok().map(|p| p.stats())));
+        for (b, entry) in self.inner.backends.load().iter() {
+            list.entry(&(b, &entry.target, entry.pool.stats()));
         }
         list.finish()
     }

@@ -129,10 +129,8 @@ impl H2Pool {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let addr = self.backend_addr(backend).ok_or(H2Error::UnknownBackend {
-            backend,
-            backends: self.backends(),
-        })?;
+        let entry = self.entry(backend)?;
+        let addr = &entry.target;
         let (mut parts, body) = request.into_parts();
         let timeouts = parts
             .extensions

@@ -24,6 +24,14 @@ use super::{Body, H2Error, H2Pool};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Backend(pub usize);
 
+/// A request extension that pins a request sent through [`H2Pool::dispatch`] or the pool's
+/// `Service` to the backend added under this key (see
+/// [`H2Pool::add_backend`](super::H2Pool::add_backend); backends given to the builder have
+/// their address as written as key). Looked up without a lock; an unknown key fails with
+/// [`H2Error::UnknownBackendKey`]. [`Backend`] wins if both are present.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendKey(pub String);
+
 /// The future of the pool's [`Service::call`](tower_service::Service::call): the response of
 /// [`H2Pool::send`].
 #[must_use = "futures do nothing unless polled"]

@@ -1,6 +1,6 @@
 //! The sweeper: closes idle and over-age connections in the background.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::conn::Conn;
 use super::counters::bump;
 use super::shutdown::Drivers;
-use crate::ConnectionPool;
+use crate::Pool;
 
 /// When the sweeper closes a connection.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ impl Limits {
 /// when its sender, owned by the pool, is dropped, and `pools` no longer upgrades once the
 /// pool is gone).
 pub(super) async fn sweep(
-    pools: Weak<ConnectionPool<Conn>>,
+    pools: impl Fn() -> Option<Vec<Arc<Pool<Conn>>>>,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
     drivers: Arc<Drivers>,
@@ -49,8 +49,8 @@ pub(super) async fn sweep(
         let ended = drivers.ended();
         tokio::select! {
             _ = tick.tick() => {
-                let Some(pools) = pools.upgrade() else { return };
-                evict(&pools, limits, Instant::now());
+                let Some(pools) = pools() else { return };
+                evict(pools.iter(), limits, Instant::now());
             }
             () = ended => {}
             _ = &mut stop => return,
@@ -64,14 +64,17 @@ pub(super) async fn sweep(
 ///
 /// Full connections are `in_use` (parked) and are not looked at; they are idle by definition
 /// never.
-pub(super) fn evict(pools: &ConnectionPool<Conn>, limits: Limits, now: Instant) -> usize {
+pub(super) fn evict<'a>(
+    pools: impl Iterator<Item = &'a Arc<Pool<Conn>>>,
+    limits: Limits,
+    now: Instant,
+) -> usize {
     let Limits {
         idle_timeout,
         max_lifetime,
         min_connections,
     } = limits;
-    (0..pools.backends())
-        .filter_map(|b| pools.backend(b).ok())
+    pools
         .map(|pool| {
             // Idle connections beyond the warm minimum (dead and over-age ones always go:
             // the warm-up replaces them).
