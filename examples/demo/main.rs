@@ -468,6 +468,23 @@ async fn run(o: Opts) -> Result<u64, String> {
             FINISH_DEADLINE.as_secs()
         );
     }
+    let pool = proxy.pool();
+    for b in 0..pool.backends() {
+        if let Ok(m) = pool.metrics(b) {
+            println!(
+                "  pool backend {b}: {} requests, {} connects ({} failed), {} GOAWAYs, evicted \
+                 {} idle / {} keepalive, {} acquire timeouts, {} ejections",
+                m.requests,
+                m.connects,
+                m.connect_failures,
+                m.goaways,
+                m.evicted_idle,
+                m.evicted_keepalive,
+                m.acquire_timeouts,
+                m.ejections
+            );
+        }
+    }
     println!(
         "  health: keepalive found backend 0's dark connections {}; backend 1 was ejected {} \
          time(s){}",
