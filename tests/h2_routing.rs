@@ -381,3 +381,51 @@ async fn tracing_events_for_a_connect_failure_and_a_goaway() {
     held.await.unwrap().unwrap();
     assert_eq!(pool.metrics(0).unwrap().goaways, 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_wait_for_room_is_traced() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+    let server = TestServer::start(Config {
+        hold: common::Hold::BeforeHead,
+        hold_prefix: "/hold",
+        ..Config::default()
+    })
+    .await;
+    let pool = H2Pool::builder([server.addr()])
+        .max_connections_per_backend(1)
+        .max_streams_per_connection(1)
+        .build()
+        .unwrap();
+    let held = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.dispatch(get("/hold/1")).await })
+    };
+    within(
+        5,
+        "held",
+        server
+            .counters
+            .wait_until(|c| Counters::get(&c.active) == 1),
+    )
+    .await;
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.dispatch(get("/after")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.open_gate();
+    held.await.unwrap().unwrap();
+    waiter.await.unwrap().unwrap();
+    assert!(
+        events.contains(&["DEBUG", "waited for room", "backend=0", "waited_ms="]),
+        "{:?}",
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| !e.starts_with("TRACE"))
+            .collect::<Vec<_>>()
+    );
+}

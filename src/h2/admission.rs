@@ -26,6 +26,9 @@ use crate::{Checkout, OwnedReservation, Pool, Reservation, Token};
 /// see "Spreading the load" in the module docs.
 const BALANCE_FROM: usize = 16;
 
+/// A wait for room this long or longer is reported (a `tracing` event at debug level).
+const SLOW_WAIT: Duration = Duration::from_millis(100);
+
 /// How streams are admitted to the connections of each backend.
 pub(super) struct Admission {
     /// The cap on streams per connection (`max_streams_per_connection`).
@@ -198,12 +201,21 @@ impl Admission {
                     // Every slot is in use (full connections, or connects whose seats are
                     // all taken): wait for one to be released or emptied.
                     let wait = pool.acquire_wait();
+                    let waiting = Instant::now();
                     let checkout = match deadline {
                         Some(d) => tokio::time::timeout_at(d, wait)
                             .await
                             .map_err(|_| timed_out())?,
                         None => wait.await,
                     };
+                    let waited = waiting.elapsed();
+                    if waited >= SLOW_WAIT {
+                        tracing::debug!(
+                            backend = pool.backend(),
+                            waited_ms = waited.as_secs_f64() * 1e3,
+                            "waited for room on the backend's connections"
+                        );
+                    }
                     match checkout {
                         Checkout::Acquired(lease) => {
                             if let Some(claim) = self.claim(pool, lease.into_token()) {
