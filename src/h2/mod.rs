@@ -58,8 +58,13 @@
 //!   [`H2Pool::send`] list every change), streams the request body with flow control in a
 //!   task of its own, and the [`Body`] gives flow-control capacity back as it is read. Every
 //!   error, before or after the response head, is an [`H2Error`].
-//! - The pool is a [`tower_service::Service`] for the same requests: the [`Backend`]
-//!   request extension picks the backend, else round robin.
+//! - [`H2Pool::dispatch`] sends to the backend a [`Backend`] or [`BackendKey`] request
+//!   extension names, or else to the one the pool's picker chooses ([`Balance`]: round
+//!   robin, least streams in flight, weighted; no lock; ejected backends skipped), and
+//!   retries on another backend when that is safe (the error says nothing was processed,
+//!   or the request is idempotent without a body, and its body could be replayed), within a
+//!   retry budget; the response carries [`Attempts`]. The pool is a
+//!   [`tower_service::Service`] with the same behaviour.
 //! - [`H2Pool::request`] sends a whole [`Bytes`](bytes::Bytes) body and collects the whole
 //!   response.
 //! - The low-level path, for callers that drive h2 themselves: [`H2Pool::send_request`]
@@ -186,6 +191,17 @@
 //! [`Pool::evict_idle`], which holds each available connection for the moment it takes to
 //! look at it; a request arriving in that moment may open a new connection instead. The
 //! sweeper runs every quarter of the shorter of the two timeouts (10 ms to 5 s).
+//!
+//! # Backends at runtime and figures
+//! [`H2Pool::add_backend`], [`H2Pool::remove_backend`] and [`H2Pool::replace_backend`]
+//! change the backends by key while requests run, without touching the other backends'
+//! connections: requests read an immutable table of backends (one atomic load), each entry
+//! owning its slots, so a request that found a backend just removed never lands on another.
+//! [`H2Pool::metrics`] gives each backend's [`BackendMetrics`] (waiters, streams in flight,
+//! connects, GOAWAYs, evictions by cause, retries, ejections) without a lock; the `metrics`
+//! feature publishes them through the `metrics` facade, and `tracing` events mark connects,
+//! GOAWAYs, evictions, ejections, retries and long waits (`info` stays quiet in steady
+//! state).
 //!
 //! # Shutdown
 //! [`H2Pool::shutdown`] closes the pool to new requests ([`H2Error::Shutdown`]), drains
