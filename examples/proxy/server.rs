@@ -173,8 +173,6 @@ impl Limits {
 #[derive(Debug)]
 pub struct Proxy {
     pool: H2Pool,
-    /// Round-robin cursor.
-    next: AtomicUsize,
     /// Per backend: until when (ms since `epoch`) it is tried last, after a failed connect.
     down_until_ms: Vec<AtomicU64>,
     /// Per backend: requests that got a response head from it.
@@ -240,7 +238,6 @@ impl Proxy {
         let n = pool.backends();
         Arc::new(Proxy {
             pool,
-            next: AtomicUsize::new(0),
             down_until_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
             forwarded: (0..n).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
@@ -329,11 +326,12 @@ impl Proxy {
         }
     }
 
-    /// Backends to try, in order: round robin from the cursor, recently failed ones last.
+    /// Backends to try, in order: the pool picker's choice first (it skips ejected
+    /// backends), then the others in index order, recently failed ones last.
     fn candidates(&self) -> Vec<usize> {
         let n = self.pool.backends();
-        // Relaxed: the cursor only spreads load; any interleaving of increments is fine.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // The pool's picker (`--balance`) chooses the first; the others follow in order.
+        let start = self.pool.pick().unwrap_or(0);
         let now = self.now_ms();
         let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
             .map(|i| (start.wrapping_add(i)) % n)
