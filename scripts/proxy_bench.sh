@@ -13,7 +13,7 @@
 # `h2load -n N -c CONNS -m STREAMS`, the load of issue 14; N1/N2 (10000/20000) for `instr`;
 # RUNTIMES ("multi per-core"): the proxy's --runtime values to measure; BASE_PROXY=path to
 # an older proxy binary (run without --runtime) to measure beside; HAPROXY=0 to leave
-# HAProxy out.
+# HAProxy out; PROXY_BIN: the proxy binary to measure (default: the one built here).
 #
 # Installs nothing. Needs h2load (Debian/Ubuntu: `apt-get install nghttp2-client`), haproxy
 # 2.6 or later (`apt-get install haproxy`), curl; `syscalls` needs perf with access to the
@@ -35,6 +35,7 @@ N1=${N1:-10000}
 N2=${N2:-20000}
 read -r -a RUNTIMES <<<"${RUNTIMES-multi per-core}"
 E=${CARGO_TARGET_DIR:-target}/release/examples
+PROXY=${PROXY_BIN:-$E/proxy}
 B1=19101 B2=19102 PP=18101 HP=28101
 cargo build --release --example proxy --example backend >&2
 W=$(mktemp -d)
@@ -96,7 +97,7 @@ start() {
                 --backend 127.0.0.1:$B2 --threads "$t" >"$W/$name.log" 2>&1 &
             ;;
         *)
-            $WRAP "$E/proxy" --listen 127.0.0.1:$PP --backend 127.0.0.1:$B1 \
+            $WRAP "$PROXY" --listen 127.0.0.1:$PP --backend 127.0.0.1:$B1 \
                 --backend 127.0.0.1:$B2 --threads "$t" --runtime "$name" >"$W/$name.log" 2>&1 &
             ;;
     esac

@@ -434,7 +434,11 @@ impl Proxy {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             let request = Request::from_parts(parts.clone(), attempt_body);
-            let e = match self.pool.send(backend, request).await {
+            // Boxed: `H2Pool::send`'s future holds its rare paths (connect, wait for a
+            // connection, time limits) inline, about 2 KB; inline here it made hyper's
+            // per-request task 3.3 KB, copied several times on the way into its task
+            // (docs/throughput.md). One allocation instead.
+            let e = match Box::pin(self.pool.send(backend, request)).await {
                 Ok(response) => {
                     self.mark_up(backend);
                     // Relaxed: statistics only.
