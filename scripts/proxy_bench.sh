@@ -36,7 +36,7 @@ N2=${N2:-20000}
 read -r -a RUNTIMES <<<"${RUNTIMES-multi per-core}"
 E=${CARGO_TARGET_DIR:-target}/release/examples
 PROXY=${PROXY_BIN:-$E/proxy}
-B1=19101 B2=19102 PP=18101 HP=28101
+B1=19101 B2=19102 HP=28101
 cargo build --release --example proxy --example backend >&2
 W=$(mktemp -d)
 PIDS=()
@@ -93,11 +93,11 @@ start() {
             $WRAP haproxy -db -f "$W/haproxy.cfg" >"$W/$name.log" 2>&1 &
             ;;
         base)
-            $WRAP "$BASE_PROXY" --listen 127.0.0.1:$PP --backend 127.0.0.1:$B1 \
+            $WRAP "$BASE_PROXY" --listen 127.0.0.1:"$(port base)" --backend 127.0.0.1:$B1 \
                 --backend 127.0.0.1:$B2 --threads "$t" >"$W/$name.log" 2>&1 &
             ;;
         *)
-            $WRAP "$PROXY" --listen 127.0.0.1:$PP --backend 127.0.0.1:$B1 \
+            $WRAP "$PROXY" --listen 127.0.0.1:"$(port "$name")" --backend 127.0.0.1:$B1 \
                 --backend 127.0.0.1:$B2 --threads "$t" --runtime "$name" >"$W/$name.log" 2>&1 &
             ;;
     esac
@@ -110,7 +110,15 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-port() { if [ "$1" = haproxy ]; then echo $HP; else echo $PP; fi; }
+# Each target has its own port, so that `rps` can run them all at once.
+port() {
+    case $1 in
+        haproxy) echo $HP ;;
+        base) echo 18100 ;;
+        multi) echo 18101 ;;
+        *) echo 18102 ;;
+    esac
+}
 
 targets() {
     local t=()
@@ -134,18 +142,26 @@ WRAP=
 case $MODE in
 rps)
     echo "h2load -n $N -c $CONNS -m $STREAMS; req/s per round, then best and median of $ROUNDS"
+    echo "(every target runs at once, idle but the one loaded; each round loads them in turn)"
     for t in "${THREADS[@]}"; do
-        for name in $(targets); do
+        names=$(targets)
+        declare -A pid=() rs=()
+        for name in $names; do
             start "$name" "$t"
+            pid[$name]=$PID
             load 2000 "$(port "$name")" >/dev/null # warm-up: connections open, caches warm
-            rs=()
-            for _ in $(seq "$ROUNDS"); do rs+=("$(load "$N" "$(port "$name")")"); done
-            stop "$PID"
-            printf '%s\n' "${rs[@]}" | sort -g | awk -v n="$name" -v t="$t" \
+        done
+        for _ in $(seq "$ROUNDS"); do
+            for name in $names; do rs[$name]="${rs[$name]:-} $(load "$N" "$(port "$name")")"; done
+        done
+        for name in $names; do
+            stop "${pid[$name]}"
+            echo "${rs[$name]}" | tr ' ' '\n' | grep . | sort -g | awk -v n="$name" -v t="$t" \
                 '{ v[NR] = $1; all = all " " $1 } END {
-                    printf "threads %d  %-9s best %9.0f  median %9.0f  (rounds:%s)\n",
+                    printf "threads %d  %-9s best %9.0f  median %9.0f  (sorted:%s)\n",
                         t, n, v[NR], v[int((NR + 1) / 2)], all }'
         done
+        unset pid rs
     done
     ;;
 syscalls)

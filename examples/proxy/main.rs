@@ -34,9 +34,10 @@ options:
                                 platform's roots)
   --threads N                   tokio worker threads (default: number of CPUs)
   --runtime multi|per-core      multi: one multi-thread tokio runtime with N workers and one
-                                listener (default); per-core: N threads, each a
-                                current_thread runtime with its own SO_REUSEPORT listener,
-                                all sharing one backend pool (see docs/throughput.md)
+                                listener; per-core: N threads, each a current_thread
+                                runtime with its own SO_REUSEPORT listener, all sharing one
+                                backend pool (default: per-core with --threads 1, else
+                                multi, as measured in docs/throughput.md)
   --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
@@ -85,7 +86,8 @@ struct Args {
     backends: Vec<Target>,
     ca_file: Option<String>,
     threads: usize,
-    runtime: RuntimeModel,
+    /// `None`: chosen by the thread count (see `--help`).
+    runtime: Option<RuntimeModel>,
     max_conns: usize,
     connect_timeout: Duration,
     acquire_timeout: Duration,
@@ -96,6 +98,20 @@ struct Args {
     limits: server::Limits,
 }
 
+impl Args {
+    /// `--runtime`, or by measurement (docs/throughput.md): on one thread a `current_thread`
+    /// runtime does the same work with fewer syscalls (no cross-thread wake-ups to prepare
+    /// for); on more, per-core threads hand requests to connections driven on another core
+    /// (one shared pool), and the multi-thread runtime serves more.
+    fn runtime(&self) -> RuntimeModel {
+        self.runtime.unwrap_or(if self.threads == 1 {
+            RuntimeModel::PerCore
+        } else {
+            RuntimeModel::Multi
+        })
+    }
+}
+
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut parsed = Args {
@@ -103,7 +119,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         backends: Vec::new(),
         ca_file: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        runtime: RuntimeModel::Multi,
+        runtime: None,
         max_conns: 4,
         connect_timeout: Duration::from_millis(1000),
         acquire_timeout: Duration::from_millis(2000),
@@ -140,8 +156,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             }
             "--runtime" => {
                 parsed.runtime = match value()?.as_str() {
-                    "multi" => RuntimeModel::Multi,
-                    "per-core" => RuntimeModel::PerCore,
+                    "multi" => Some(RuntimeModel::Multi),
+                    "per-core" => Some(RuntimeModel::PerCore),
                     other => {
                         return Err(format!("--runtime is `multi` or `per-core`, got '{other}'"))
                     }
@@ -250,7 +266,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match args.runtime {
+    let result = match args.runtime() {
         RuntimeModel::Multi => run_multi(args),
         RuntimeModel::PerCore => run_per_core(args),
     };
@@ -409,7 +425,7 @@ fn build_pool(args: &Args) -> Result<H2Pool, String> {
 }
 
 fn banner(args: &Args, local: SocketAddr) {
-    let model = match args.runtime {
+    let model = match args.runtime() {
         RuntimeModel::Multi => "worker threads (multi-thread runtime)",
         RuntimeModel::PerCore => {
             "threads (one current_thread runtime and SO_REUSEPORT listener each)"
