@@ -397,21 +397,26 @@ impl Proxy {
         // This connection's turn at the backends: at most `backend_share_per_connection`
         // of its requests hold backend streams at once.
         let permit = match share {
-            Some(share) => {
-                match tokio::time::timeout(self.limits.share_wait, share.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => {
-                        return self.reject(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "503 Service Unavailable: this connection already has {} \
-                                 requests at the backends\n",
-                                self.limits.backend_share_per_connection
-                            ),
-                        )
+            Some(share) => match Arc::clone(&share).try_acquire_owned() {
+                // The usual case, a permit free: no timer to arm.
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    match tokio::time::timeout(self.limits.share_wait, share.acquire_owned()).await
+                    {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => {
+                            return self.reject(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "503 Service Unavailable: this connection already has {} \
+                                     requests at the backends\n",
+                                    self.limits.backend_share_per_connection
+                                ),
+                            )
+                        }
                     }
                 }
-            }
+            },
             None => None,
         };
 

@@ -208,7 +208,7 @@ impl H2Pool {
     /// # use tokenpool::h2::{H2Error, H2Pool};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = H2Pool::builder(["127.0.0.1:9".parse()?]).build()?;
+    /// let pool = H2Pool::builder(["127.0.0.1:9"]).build()?;
     /// let report = pool.shutdown(Instant::now() + Duration::from_secs(5)).await;
     /// assert_eq!(report.cut_at_deadline, 0);
     /// let request = http::Request::get("http://backend/").body(bytes::Bytes::new())?;
