@@ -390,9 +390,18 @@ impl Proxy {
         );
         // A malformed body (bad chunked framing) or a stalled one fails here, before any
         // backend sees the request.
-        let mut body = match Outgoing::new(body, self.limits.body_stall_timeout).await {
-            Ok(b) => b,
-            Err(e) => return self.body_failed(&*e),
+        // A request without a body (most) skips the read; one with a body reads it in a
+        // boxed future, so that the rare path does not make every request's future larger.
+        let mut body = if body.is_end_stream() {
+            Outgoing::Whole {
+                data: None,
+                trailers: None,
+            }
+        } else {
+            match Box::pin(Outgoing::new(body, self.limits.body_stall_timeout)).await {
+                Ok(b) => b,
+                Err(e) => return self.body_failed(&*e),
+            }
         };
         // This connection's turn at the backends: at most `backend_share_per_connection`
         // of its requests hold backend streams at once.
@@ -400,9 +409,10 @@ impl Proxy {
             Some(share) => match Arc::clone(&share).try_acquire_owned() {
                 // The usual case, a permit free: no timer to arm.
                 Ok(permit) => Some(permit),
+                // None free: wait for one (boxed, as a rare path).
                 Err(_) => {
-                    match tokio::time::timeout(self.limits.share_wait, share.acquire_owned()).await
-                    {
+                    let wait = tokio::time::timeout(self.limits.share_wait, share.acquire_owned());
+                    match Box::pin(wait).await {
                         Ok(Ok(permit)) => Some(permit),
                         _ => {
                             return self.reject(
