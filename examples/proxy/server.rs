@@ -327,27 +327,32 @@ impl Proxy {
     }
 
     /// Backends to try, in order: the pool picker's choice first (it skips ejected
-    /// backends), then the others in index order, recently failed ones last.
-    fn candidates(&self) -> Vec<usize> {
+    /// backends), then the others in index order, recently failed ones last. Allocates
+    /// nothing: see [`Candidates`].
+    fn candidates(&self) -> Candidates {
         let n = self.pool.backends();
         // The pool's picker (`--balance`) chooses the first; the others follow in order.
         let start = self.pool.pick().unwrap_or(0);
         let now = self.now_ms();
-        let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|i| (start.wrapping_add(i)) % n)
-            // Relaxed: see `mark_down`.
-            .partition(|&b| self.down_until_ms[b].load(Ordering::Relaxed) <= now);
-        up.append(&mut down);
-        up
+        let mut down = 0u64;
+        // Relaxed: see `mark_down`. Backends past the 64th are never put last.
+        for (b, until) in self.down_until_ms.iter().enumerate().take(64) {
+            if until.load(Ordering::Relaxed) > now {
+                down |= 1 << b;
+            }
+        }
+        Candidates { start, n, down }
     }
 
     /// Serves one client request. Never fails: errors become `4xx`/`5xx` responses.
     /// `share`: the client connection's share of backend streams (see
     /// [`Limits::backend_share_per_connection`]); `None`: no share limit.
+    /// `client_ip`: the client's address as an `x-forwarded-for` entry ([`client_ip`]),
+    /// made once per connection.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client_ip: &HeaderValue,
         share: Option<Arc<Semaphore>>,
     ) -> Response<ProxyBody> {
         // Relaxed: statistics only.
@@ -359,15 +364,18 @@ impl Proxy {
                 "405 Method Not Allowed: this proxy does not tunnel (CONNECT)\n".to_string(),
             );
         }
-        if let Err(why) = check_authority(&parts) {
-            return self.reject(StatusCode::BAD_REQUEST, why);
-        }
+        let seen = match check_headers(&parts) {
+            Ok(seen) => seen,
+            Err(why) => return self.reject(StatusCode::BAD_REQUEST, why),
+        };
         // `H2Pool::send` removes the connection-specific headers and turns `Host` into
         // `:authority`. hyper has already answered any `Expect: 100-continue` (when the body
         // is first read), and credentials meant for this proxy go no further.
-        parts.headers.remove(header::EXPECT);
-        parts.headers.remove(header::PROXY_AUTHORIZATION);
-        append_forwarded_for(&mut parts.headers, client);
+        if seen.strip {
+            parts.headers.remove(header::EXPECT);
+            parts.headers.remove(header::PROXY_AUTHORIZATION);
+        }
+        append_forwarded_for(&mut parts.headers, client_ip, seen.forwarded_for);
         let head = parts.method == Method::HEAD;
         let idempotent = matches!(
             parts.method,
@@ -380,33 +388,48 @@ impl Proxy {
         );
         // A malformed body (bad chunked framing) or a stalled one fails here, before any
         // backend sees the request.
-        let mut body = match Outgoing::new(body, self.limits.body_stall_timeout).await {
-            Ok(b) => b,
-            Err(e) => return self.body_failed(&*e),
+        // A request without a body (most) skips the read; one with a body reads it in a
+        // boxed future, so that the rare path does not make every request's future larger.
+        let mut body = if body.is_end_stream() {
+            Outgoing::Whole {
+                data: None,
+                trailers: None,
+            }
+        } else {
+            match Box::pin(Outgoing::new(body, self.limits.body_stall_timeout)).await {
+                Ok(b) => b,
+                Err(e) => return self.body_failed(&*e),
+            }
         };
         // This connection's turn at the backends: at most `backend_share_per_connection`
         // of its requests hold backend streams at once.
         let permit = match share {
-            Some(share) => {
-                match tokio::time::timeout(self.limits.share_wait, share.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => {
-                        return self.reject(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "503 Service Unavailable: this connection already has {} \
-                                 requests at the backends\n",
-                                self.limits.backend_share_per_connection
-                            ),
-                        )
+            Some(share) => match Arc::clone(&share).try_acquire_owned() {
+                // The usual case, a permit free: no timer to arm.
+                Ok(permit) => Some(permit),
+                // None free: wait for one (boxed, as a rare path).
+                Err(_) => {
+                    let wait = tokio::time::timeout(self.limits.share_wait, share.acquire_owned());
+                    match Box::pin(wait).await {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => {
+                            return self.reject(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "503 Service Unavailable: this connection already has {} \
+                                     requests at the backends\n",
+                                    self.limits.backend_share_per_connection
+                                ),
+                            )
+                        }
                     }
                 }
-            }
+            },
             None => None,
         };
 
         let candidates = self.candidates();
-        if candidates.is_empty() {
+        if candidates.len() == 0 {
             return self.bad_gateway("no backends configured".to_string(), false);
         }
         // One more attempt than backends: a refused stream may be retried on the same
@@ -414,7 +437,7 @@ impl Proxy {
         let mut last_error = String::new();
         let mut timed_out = false;
         for attempt in 0..candidates.len() + 1 {
-            let backend = candidates[attempt % candidates.len()];
+            let backend = candidates.get(attempt % candidates.len());
             // `None`: a failed attempt had started sending a streamed body.
             let Some(attempt_body) = body.attempt() else {
                 break;
@@ -424,7 +447,11 @@ impl Proxy {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             let request = Request::from_parts(parts.clone(), attempt_body);
-            let e = match self.pool.send(backend, request).await {
+            // Boxed: `H2Pool::send`'s future holds its rare paths (connect, wait for a
+            // connection, time limits) inline, about 2 KB; inline here it made hyper's
+            // per-request task 3.3 KB, copied several times on the way into its task
+            // (docs/throughput.md). One allocation instead.
+            let e = match Box::pin(self.pool.send(backend, request)).await {
                 Ok(response) => {
                     self.mark_up(backend);
                     // Relaxed: statistics only.
@@ -516,20 +543,40 @@ impl Proxy {
     }
 }
 
+/// What one pass over the request headers found (see [`check_headers`]).
+struct Seen {
+    /// `Expect` or `Proxy-Authorization` is there (to be removed).
+    strip: bool,
+    /// `x-forwarded-for` is there (to be appended to).
+    forwarded_for: bool,
+}
+
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` (HTTP/1.0 at most one); RFC
-/// 9110 §4.2.4 / RFC 9113 §8.3.1: no userinfo (`user:pw@`) in `Host` or `:authority`.
-fn check_authority(parts: &http::request::Parts) -> Result<(), String> {
-    let hosts = parts.headers.get_all(header::HOST).iter().count();
+/// 9110 §4.2.4 / RFC 9113 §8.3.1: no userinfo (`user:pw@`) in `Host` or `:authority`. One
+/// pass over the headers, which also notes the headers the proxy changes, so that a request
+/// without them costs no lookups.
+fn check_headers(parts: &http::request::Parts) -> Result<Seen, String> {
+    let mut seen = Seen {
+        strip: false,
+        forwarded_for: false,
+    };
+    let (mut hosts, mut host_userinfo) = (0usize, false);
+    for (name, value) in &parts.headers {
+        if name == header::HOST {
+            hosts += 1;
+            host_userinfo |= value.as_bytes().contains(&b'@');
+        } else if name == header::EXPECT || name == header::PROXY_AUTHORIZATION {
+            seen.strip = true;
+        } else if name == X_FORWARDED_FOR {
+            seen.forwarded_for = true;
+        }
+    }
     if hosts > 1 {
         return Err("400 Bad Request: more than one Host header\n".to_string());
     }
     if hosts == 0 && parts.version == http::Version::HTTP_11 {
         return Err("400 Bad Request: an HTTP/1.1 request needs a Host header\n".to_string());
     }
-    let host_userinfo = parts
-        .headers
-        .get(header::HOST)
-        .is_some_and(|h| h.as_bytes().contains(&b'@'));
     let uri_userinfo = parts
         .uri
         .authority()
@@ -539,7 +586,41 @@ fn check_authority(parts: &http::request::Parts) -> Result<(), String> {
             "400 Bad Request: userinfo (user@) is not allowed in the authority\n".to_string(),
         );
     }
-    Ok(())
+    Ok(seen)
+}
+
+/// The order in which one request tries the backends: round robin from `start`, those in
+/// `down` (a bit per backend, the first 64) after the others. Computed per attempt, so that
+/// choosing a backend allocates nothing; only a retry walks the list.
+#[derive(Debug, Clone, Copy)]
+struct Candidates {
+    start: usize,
+    n: usize,
+    down: u64,
+}
+
+impl Candidates {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn is_down(&self, b: usize) -> bool {
+        b < 64 && self.down & (1 << b) != 0
+    }
+
+    /// The `k`-th backend to try (`k < len()`).
+    fn get(&self, k: usize) -> usize {
+        if self.down == 0 {
+            return self.start.wrapping_add(k) % self.n;
+        }
+        let order = (0..self.n).map(|i| self.start.wrapping_add(i) % self.n);
+        order
+            .clone()
+            .filter(|&b| !self.is_down(b))
+            .chain(order.filter(|&b| self.is_down(b)))
+            .nth(k)
+            .unwrap_or(0)
+    }
 }
 
 /// The response body: a short one made by the proxy (502 text and such), or the backend's,
@@ -574,16 +655,29 @@ impl Body for Forwarded {
     }
 }
 
-/// Appends the client's address to `x-forwarded-for`.
-fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = client.ip().to_string();
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client's address as an `x-forwarded-for` entry: made once per connection, and
+/// cloned (a reference count) into each request.
+pub fn client_ip(client: SocketAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(client.ip().to_string()))
+        .expect("an IP address is a valid header value")
+}
+
+/// Adds the client's address to `x-forwarded-for`; `present`: the request has one already
+/// (then the address is appended to its value).
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue, present: bool) {
+    if !present {
+        headers.insert(X_FORWARDED_FOR, ip.clone());
+        return;
+    }
+    let ip = ip.to_str().unwrap_or_default();
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+        None => ip.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 
@@ -1035,6 +1129,8 @@ pub async fn serve(
             .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ClientConn::new(&limits));
+        // Made once per connection, not per request.
+        let client_ip = client_ip(client);
         let service = {
             let proxy = Arc::clone(&proxy);
             let state = Arc::clone(&state);
@@ -1042,12 +1138,7 @@ pub async fn serve(
                 let proxy = Arc::clone(&proxy);
                 let state = Arc::clone(&state);
                 let active = Active::new(&state, &proxy);
-                async move {
-                    let share = Some(Arc::clone(&state.share));
-                    let response = Arc::clone(&proxy).handle(req, client, share).await;
-                    // In flight until the response body is done; see `Tracked`.
-                    Ok::<_, Infallible>(response.map(|body| Tracked { body, active }))
-                }
+                serve_request(proxy, state, client_ip.clone(), active, req)
             })
         };
         let conn = builder
@@ -1055,7 +1146,9 @@ pub async fn serve(
             .into_owned();
         let proxy = Arc::clone(&proxy);
         let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
+        // Yields before each poll, so that the responses of every request task that is
+        // ready go out in one write (see `YieldFirst`).
+        tokio::spawn(YieldFirst::new(async move {
             let _permit = permit;
             let limits = &proxy.limits;
             let mut conn = std::pin::pin!(conn);
@@ -1114,7 +1207,7 @@ pub async fn serve(
                 c.connections_limited.fetch_add(1, Ordering::Relaxed);
             }
             c.connections_closed.fetch_add(1, Ordering::Relaxed);
-        });
+        }));
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -1124,6 +1217,86 @@ pub async fn serve(
         .await
         .is_ok();
     clean
+}
+
+/// A client connection's task, run after the tasks that woke it: the same design as the
+/// backend side's (`tokenpool`'s `src/h2/batch.rs`, docs/write-batching.md). A request task
+/// that queues its response wakes the connection task; on tokio's multi-thread runtime that
+/// task would run *next* (the worker's LIFO slot) and flush the one response alone. Woken,
+/// it first wakes itself and returns `Pending` once, which re-queues it behind every task
+/// already runnable, so one flush carries all their responses. Nothing waits for company:
+/// with nothing else queued the real poll follows at once.
+struct YieldFirst<F> {
+    inner: Pin<Box<F>>,
+    /// Yielded since the last wake-up: the next poll polls `inner`.
+    yielded: bool,
+}
+
+impl<F: Future> YieldFirst<F> {
+    fn new(inner: F) -> Self {
+        YieldFirst {
+            inner: Box::pin(inner),
+            yielded: false,
+        }
+    }
+}
+
+impl<F: Future> Future for YieldFirst<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// One request of a client connection: the future hyper spawns a task for.
+async fn serve_request(
+    proxy: Arc<Proxy>,
+    state: Arc<ClientConn>,
+    client_ip: HeaderValue,
+    active: Active,
+    req: Request<Incoming>,
+) -> Result<Response<Tracked>, Infallible> {
+    let share = Some(Arc::clone(&state.share));
+    let response = proxy.handle(req, &client_ip, share).await;
+    // In flight until the response body is done; see `Tracked`.
+    Ok(response.map(|body| Tracked { body, active }))
+}
+
+/// The size of the future `f` returns, without calling it.
+fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// Sizes in bytes of the futures on the request path, as compiled: the task hyper spawns
+/// per request ([`serve_request`]), [`Proxy::handle`], and [`H2Pool::send`] with the proxy's
+/// request body. Each is moved at least once into its task, so its size is work per request.
+pub fn request_future_sizes(proxy: &Arc<Proxy>) -> [(&'static str, usize); 3] {
+    let ip = HeaderValue::from_static("127.0.0.1");
+    [
+        (
+            "per-request task",
+            future_size(
+                |(req, state, active): (Request<Incoming>, Arc<ClientConn>, Active)| {
+                    serve_request(Arc::clone(proxy), state, ip.clone(), active, req)
+                },
+            ),
+        ),
+        (
+            "Proxy::handle",
+            future_size(|req: Request<Incoming>| Arc::clone(proxy).handle(req, &ip, None)),
+        ),
+        (
+            "H2Pool::send",
+            future_size(|req: Request<AttemptBody>| proxy.pool.send(0, req)),
+        ),
+    ]
 }
 
 fn millis(d: Duration) -> u64 {
@@ -1162,5 +1335,36 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::Candidates;
+
+    fn order(c: Candidates) -> Vec<usize> {
+        (0..c.len()).map(|k| c.get(k)).collect()
+    }
+
+    #[test]
+    fn round_robin_from_the_cursor_with_failed_backends_last() {
+        let all_up = Candidates {
+            start: 5,
+            n: 4,
+            down: 0,
+        };
+        assert_eq!(order(all_up), [1, 2, 3, 0]);
+        let two_down = Candidates {
+            start: 5,
+            n: 4,
+            down: 0b0110,
+        };
+        assert_eq!(order(two_down), [3, 0, 1, 2]);
+        let all_down = Candidates {
+            start: 2,
+            n: 3,
+            down: 0b111,
+        };
+        assert_eq!(order(all_down), [2, 0, 1]);
     }
 }
