@@ -202,6 +202,10 @@ pub struct Counters {
     /// Requests the client reset (or went away from) before the whole response was
     /// delivered.
     pub client_resets: AtomicU64,
+    /// `accept` calls that failed for want of descriptors (or another listener error).
+    pub accept_failures: AtomicU64,
+    /// Lines logged about them (at most one per 5 s).
+    pub accept_failure_logs: AtomicU64,
 }
 
 /// A snapshot of [`Counters`] plus the per-backend forward counts.
@@ -223,6 +227,10 @@ pub struct CountersSnapshot {
     pub connections_limited: u64,
     /// See [`Counters::client_resets`].
     pub client_resets: u64,
+    /// See [`Counters::accept_failures`].
+    pub accept_failures: u64,
+    /// See [`Counters::accept_failure_logs`].
+    pub accept_failure_logs: u64,
     /// Per backend: responses forwarded from it.
     pub forwarded: Vec<u64>,
 }
@@ -269,6 +277,8 @@ impl Proxy {
             connections_closed: c.connections_closed.load(Ordering::Relaxed),
             connections_limited: c.connections_limited.load(Ordering::Relaxed),
             client_resets: c.client_resets.load(Ordering::Relaxed),
+            accept_failures: c.accept_failures.load(Ordering::Relaxed),
+            accept_failure_logs: c.accept_failure_logs.load(Ordering::Relaxed),
             forwarded: self
                 .forwarded
                 .iter()
@@ -1037,7 +1047,7 @@ impl AcceptBackoff {
         }
     }
 
-    async fn failed(&mut self, e: &std::io::Error) {
+    async fn failed(&mut self, e: &std::io::Error, counters: &Counters) {
         use std::io::ErrorKind;
         // A connection that died in the backlog is not the listener's problem.
         if matches!(
@@ -1046,7 +1056,10 @@ impl AcceptBackoff {
         ) {
             return;
         }
+        // Relaxed: statistics only.
+        counters.accept_failures.fetch_add(1, Ordering::Relaxed);
         if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            counters.accept_failure_logs.fetch_add(1, Ordering::Relaxed);
             if self.suppressed > 0 {
                 eprintln!(
                     "proxy: accept failed: {e} (and {} more times since the last report)",
@@ -1116,7 +1129,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    backoff.failed(&e).await;
+                    backoff.failed(&e, &proxy.counters).await;
                     continue;
                 }
             },
