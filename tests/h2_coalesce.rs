@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{get, within, Config, Counters, Hold, TestServer};
+use common::{closing_listener, get, within, Config, Counters, Hold, TestServer};
 use tokenpool::h2::{H2Error, H2Pool};
 
 /// `n` requests at once to a backend allowing 100 streams per connection that holds every
@@ -62,22 +60,6 @@ async fn cold_burst_on_a_multi_thread_runtime_opens_few_connections() {
         (1..=2).contains(&opened),
         "{opened} connections for 64 requests"
     );
-}
-
-/// A listener that accepts TCP connections, counts them and closes each at once (the
-/// backend's process is up, its HTTP/2 is not): every connect fails fast.
-async fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            drop(tcp);
-        }
-    });
-    (addr, accepted)
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -4,29 +4,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{get, within, Config, TestServer};
+use common::{closing_listener, get, within, Config, TestServer};
 use tokenpool::h2::{H2Error, H2Pool};
-
-/// A listener that accepts TCP and closes each connection at once (the process is up, its
-/// HTTP/2 is not), counting the connect attempts that reach it.
-async fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            drop(tcp);
-        }
-    });
-    (addr, accepted)
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn three_failed_connects_eject_and_requests_then_fail_fast_without_connecting() {

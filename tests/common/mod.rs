@@ -427,3 +427,20 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F:
         Err(_) => panic!("{what}: still running after {secs} s"),
     }
 }
+
+/// A listener that accepts TCP connections, counts them and closes each at once (the
+/// backend's process is up, its HTTP/2 is not): every connect to it fails fast, and the
+/// count says how many were tried.
+pub async fn closing_listener() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, SeqCst);
+            drop(tcp);
+        }
+    });
+    (addr, accepted)
+}
