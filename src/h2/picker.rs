@@ -86,12 +86,9 @@ impl Picker {
                 if n == 1 {
                     return Some(live[0]);
                 }
-                let a = live[random_below(n)];
-                // A second backend other than `a`.
-                let b = live[(live.iter().position(|&x| x == a).unwrap_or(0)
-                    + 1
-                    + random_below(n - 1))
-                    % n];
+                let ia = random_below(n);
+                // A second backend other than the first.
+                let (a, b) = (live[ia], live[(ia + 1 + random_below(n - 1)) % n]);
                 let load = |b: usize| {
                     counters(b).map_or(usize::MAX, |c| c.streams_in_flight.load(Relaxed))
                 };
