@@ -351,9 +351,20 @@ impl H2Pool {
         end_of_stream: bool,
     ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
         let entry = self.entry(backend)?;
+        self.open_on(&entry, request, end_of_stream).await
+    }
+
+    /// [`send_request`](H2Pool::send_request) on a backend already looked up (one table
+    /// load per request, not one per layer).
+    pub(super) async fn open_on(
+        &self,
+        entry: &Entry,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
         bump(&entry.counters.requests);
         self.check_open()?;
-        let claim = self.inner.admission.checkout(&entry).await?;
+        let claim = self.inner.admission.checkout(entry).await?;
         if let Err(e) = self.check_open() {
             // Shut down while it waited or connected: no stream, and the connection goes.
             claim.discard();

@@ -144,8 +144,7 @@ impl H2Pool {
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
         let replay_safe = end_of_stream && parts.method.is_idempotent();
-        let opening =
-            self.send_request(backend, http::Request::from_parts(parts, ()), end_of_stream);
+        let opening = self.open_on(&entry, http::Request::from_parts(parts, ()), end_of_stream);
         let (response, send_stream) = match request_deadline {
             Some(d) => tokio::time::timeout_at(d.at, opening).await.map_err(|_| {
                 H2Error::RequestTimeout {
