@@ -1,6 +1,8 @@
-//! The proxy's admin endpoint (`--admin ADDR`): `GET /metrics` answers the pool's figures
+//! The proxy's admin endpoint (`--admin ADDR`): `GET /metrics` answers the pools' figures
 //! for every backend in the Prometheus text format, read from [`H2Pool::metrics`] without a
-//! lock. Plain HTTP/1.1 on its own listener, away from the proxied traffic.
+//! lock. Plain HTTP/1.1 on its own listener, away from the proxied traffic. With
+//! `--runtime per-core` each core has a pool of its own: its figures carry a `core` label
+//! (sum over it for the backend's totals).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -12,20 +14,21 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokenpool::h2::H2Pool;
 
-/// Serves `/metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, pool: H2Pool) {
+/// Serves `/metrics` on `listener` until the process ends; `pools[i]` is core `i`'s pool.
+pub async fn serve(listener: tokio::net::TcpListener, pools: Vec<H2Pool>) {
+    let pools: std::sync::Arc<[H2Pool]> = pools.into();
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors or similar: the admin port is not worth a log storm.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let pool = pool.clone();
+        let pools = pools.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let pool = pool.clone();
-                    async move { Ok::<_, Infallible>(answer(&pool, request.uri().path())) }
+                    let pools = pools.clone();
+                    async move { Ok::<_, Infallible>(answer(&pools, request.uri().path())) }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -41,13 +44,13 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr} for --admin: {e}"))
 }
 
-fn answer(pool: &H2Pool, path: &str) -> Response<Full<Bytes>> {
+fn answer(pools: &[H2Pool], path: &str) -> Response<Full<Bytes>> {
     if path != "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"try /metrics\n")));
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
     }
-    let mut r = Response::new(Full::new(Bytes::from(prometheus_text(pool))));
+    let mut r = Response::new(Full::new(Bytes::from(prometheus_text(pools))));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -55,12 +58,16 @@ fn answer(pool: &H2Pool, path: &str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Every backend's figures in the Prometheus text exposition format.
-pub fn prometheus_text(pool: &H2Pool) -> String {
-    let all: Vec<_> = (0..pool.backends())
-        .filter_map(|b| {
-            let addr = escape(&pool.backend_addr(b)?.to_string());
-            Some((b, addr, pool.metrics(b).ok()?))
+/// Every backend's figures in the Prometheus text exposition format, per core's pool.
+pub fn prometheus_text(pools: &[H2Pool]) -> String {
+    let all: Vec<_> = pools
+        .iter()
+        .enumerate()
+        .flat_map(|(core, pool)| {
+            (0..pool.backends()).filter_map(move |b| {
+                let addr = escape(&pool.backend_addr(b)?.to_string());
+                Some((core, b, addr, pool.metrics(b).ok()?))
+            })
         })
         .collect();
     let mut out = String::new();
@@ -70,10 +77,10 @@ pub fn prometheus_text(pool: &H2Pool) -> String {
                       value: &dyn Fn(&tokenpool::h2::BackendMetrics) -> u64| {
         let _ = writeln!(out, "# HELP tokenpool_h2_{name} {help}");
         let _ = writeln!(out, "# TYPE tokenpool_h2_{name} {kind}");
-        for (b, addr, m) in &all {
+        for (core, b, addr, m) in &all {
             let _ = writeln!(
                 out,
-                "tokenpool_h2_{name}{{backend=\"{b}\",addr=\"{addr}\"}} {}",
+                "tokenpool_h2_{name}{{core=\"{core}\",backend=\"{b}\",addr=\"{addr}\"}} {}",
                 value(m)
             );
         }
