@@ -43,11 +43,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokenpool::h2::{H2Error, H2Pool};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+#[path = "conn_task.rs"]
+mod conn_task;
+use conn_task::{Gated, Inline, Serve};
 
 /// How long a backend whose connect failed goes to the back of the line.
 const DOWN_FOR: Duration = Duration::from_millis(500);
@@ -458,8 +462,8 @@ impl Proxy {
             }
             let request = Request::from_parts(parts.clone(), attempt_body);
             // Boxed: `H2Pool::send`'s future holds its rare paths (connect, wait for a
-            // connection, time limits) inline, about 2 KB; inline here it made hyper's
-            // per-request task 3.3 KB, copied several times on the way into its task
+            // connection, time limits) inline, about 2 KB; inline here it made each
+            // request's future 3.3 KB, copied several times on its way to being polled
             // (docs/throughput.md). One allocation instead.
             let e = match Box::pin(self.pool.send(backend, request)).await {
                 Ok(response) => {
@@ -1095,19 +1099,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let limits = proxy.limits.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        .keep_alive_interval(limits.keep_alive_interval)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.max_local_error_reset_streams);
     let capacity = limits.max_client_connections.min(Semaphore::MAX_PERMITS);
     let connections = Arc::new(Semaphore::new(capacity));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1154,35 +1145,51 @@ pub async fn serve(
                 serve_request(proxy, state, client_ip.clone(), active, req)
             })
         };
-        let conn = builder
+        // The connection's requests run in its own task (see `conn_task`).
+        let exec = Inline::new();
+        let conn = client_builder(&limits, exec.clone())
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let proxy = Arc::clone(&proxy);
         let mut stop = stop_rx.clone();
-        // Yields before each poll, so that the responses of every request task that is
-        // ready go out in one write (see `YieldFirst`).
+        // Yields before each poll, so that the responses of every request that is ready go
+        // out in one write (see `YieldFirst`).
         tokio::spawn(YieldFirst::new(async move {
             let _permit = permit;
             let limits = &proxy.limits;
-            let mut conn = std::pin::pin!(conn);
+            let mut serve = Serve::new(conn, &exec);
             // When the connection, asked to close, is dropped if it has not finished.
             let mut closing: Option<Instant> = None;
             let tick = limits.watchdog_tick();
             let mut limited = false;
             loop {
-                tokio::select! {
+                // The watchdog: polled only when one of its three wakes it, not at every
+                // frame of the connection.
+                let watchdog = Gated::new(async {
+                    tokio::select! {
+                        biased;
+                        () = state.kill.notified() => Watch::Killed,
+                        _ = stop.changed(), if closing.is_none() => Watch::Stop,
+                        () = tokio::time::sleep(tick) => Watch::Tick,
+                    }
+                });
+                let event = tokio::select! {
+                    biased;
                     // Client connection errors (reset, bad preface, garbage) end only that
                     // connection.
-                    _ = conn.as_mut() => break,
-                    () = state.kill.notified() => {
+                    _ = &mut serve => break,
+                    event = watchdog => event,
+                };
+                match event {
+                    Watch::Killed => {
                         limited = true;
                         break;
                     }
-                    _ = stop.changed(), if closing.is_none() => {
-                        conn.as_mut().graceful_shutdown();
+                    Watch::Stop => {
+                        serve.conn().graceful_shutdown();
                         closing = Some(Instant::now() + SHUTDOWN_GRACE);
                     }
-                    () = tokio::time::sleep(tick) => {
+                    Watch::Tick => {
                         // Relaxed: see `count_reset`.
                         if state.killed.load(Ordering::Relaxed) {
                             limited = true;
@@ -1208,7 +1215,7 @@ pub async fn serve(
                                 >= millis(limits.idle_timeout)
                         {
                             limited = true;
-                            conn.as_mut().graceful_shutdown();
+                            serve.conn().graceful_shutdown();
                             closing = Some(Instant::now() + CLOSE_GRACE);
                         }
                     }
@@ -1232,13 +1239,42 @@ pub async fn serve(
     clean
 }
 
+/// What woke a client connection's watchdog.
+enum Watch {
+    /// The connection broke a limit (`ClientConn::kill`).
+    Killed,
+    /// The proxy is shutting down.
+    Stop,
+    /// Time to check the connection's deadlines.
+    Tick,
+}
+
+/// hyper's server for one client connection, under `limits`, its requests run by `exec`.
+fn client_builder(limits: &Limits, exec: Inline) -> auto::Builder<Inline> {
+    let mut builder = auto::Builder::new(exec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .keep_alive_interval(limits.keep_alive_interval)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams);
+    builder
+}
+
 /// A client connection's task, run after the tasks that woke it: the same design as the
-/// backend side's (`tokenpool`'s `src/h2/batch.rs`, docs/write-batching.md). A request task
-/// that queues its response wakes the connection task; on tokio's multi-thread runtime that
-/// task would run *next* (the worker's LIFO slot) and flush the one response alone. Woken,
+/// backend side's (`tokenpool`'s `src/h2/batch.rs`, docs/write-batching.md). The backend
+/// connections' drivers wake it as each response arrives; on tokio's multi-thread runtime
+/// it would run *next* (the worker's LIFO slot) and forward that one response alone. Woken,
 /// it first wakes itself and returns `Pending` once, which re-queues it behind every task
-/// already runnable, so one flush carries all their responses. Nothing waits for company:
-/// with nothing else queued the real poll follows at once.
+/// already runnable, so one poll forwards every response that arrived meanwhile and one
+/// flush carries them all. Nothing waits for company: with nothing else queued the real
+/// poll follows at once.
 struct YieldFirst<F> {
     inner: Pin<Box<F>>,
     /// Yielded since the last wake-up: the next poll polls `inner`.
@@ -1268,7 +1304,8 @@ impl<F: Future> Future for YieldFirst<F> {
     }
 }
 
-/// One request of a client connection: the future hyper spawns a task for.
+/// One request of a client connection: the service's future, which hyper wraps and hands to
+/// the connection's executor (`conn_task::Inline`).
 async fn serve_request(
     proxy: Arc<Proxy>,
     state: Arc<ClientConn>,
@@ -1287,14 +1324,15 @@ fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
     std::mem::size_of::<F>()
 }
 
-/// Sizes in bytes of the futures on the request path, as compiled: the task hyper spawns
-/// per request ([`serve_request`]), [`Proxy::handle`], and [`H2Pool::send`] with the proxy's
-/// request body. Each is moved at least once into its task, so its size is work per request.
+/// Sizes in bytes of the futures on the request path, as compiled: the one hyper makes per
+/// request ([`serve_request`]), [`Proxy::handle`], and [`H2Pool::send`] with the proxy's
+/// request body. Each is moved at least once on its way to being polled (boxed), so its size
+/// is work per request.
 pub fn request_future_sizes(proxy: &Arc<Proxy>) -> [(&'static str, usize); 3] {
     let ip = HeaderValue::from_static("127.0.0.1");
     [
         (
-            "per-request task",
+            "per-request future",
             future_size(
                 |(req, state, active): (Request<Incoming>, Arc<ClientConn>, Active)| {
                     serve_request(Arc::clone(proxy), state, ip.clone(), active, req)
