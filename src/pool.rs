@@ -167,6 +167,22 @@ impl<T> Pool<T> {
         self.acquire_scan()
     }
 
+    /// Like [`acquire`](Pool::acquire), but only slot `slot` (modulo the capacity): no scan,
+    /// and this thread's hint is left as it is. For a caller with placement of its own (the
+    /// HTTP/2 layer's runtime affinity); the same transition as `acquire`'s.
+    pub(crate) fn try_acquire_at(&self, slot: usize) -> Option<Token> {
+        let i = slot % self.slots.len();
+        let held = self.slots[i].try_acquire()?;
+        Some(self.token(held, i))
+    }
+
+    /// Like [`claim_empty`](Pool::claim_empty), but only slot `slot` (modulo the capacity).
+    pub(crate) fn claim_empty_at(&self, slot: usize) -> Option<Token> {
+        let i = slot % self.slots.len();
+        let held = self.slots[i].try_claim_empty()?;
+        Some(self.token(held, i))
+    }
+
     /// `acquire` without a (right) prediction: every slot once, from the hinted one on.
     #[inline(never)]
     fn acquire_scan(&self) -> Option<Token> {

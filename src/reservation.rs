@@ -120,6 +120,13 @@ impl<T> Pool<T> {
         Some(ReservationOf::from_claimed(self, token))
     }
 
+    /// Like [`reserve`](Pool::reserve), but only slot `slot` (modulo the capacity), if it
+    /// is empty: for a caller that places connections itself.
+    pub(crate) fn reserve_at(&self, slot: usize) -> Option<Reservation<'_, T>> {
+        let token = self.claim_empty_at(slot)?;
+        Some(ReservationOf::from_claimed(self, token))
+    }
+
     /// Like [`reserve`](Pool::reserve), owning an `Arc` of the pool. Called as
     /// `Pool::reserve_owned(&pool)`.
     pub fn reserve_owned(pool: &Arc<Self>) -> Option<OwnedReservation<T>> {

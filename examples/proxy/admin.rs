@@ -1,8 +1,6 @@
-//! The proxy's admin endpoint (`--admin ADDR`): `GET /metrics` answers the pools' figures
+//! The proxy's admin endpoint (`--admin ADDR`): `GET /metrics` answers the pool's figures
 //! for every backend in the Prometheus text format, read from [`H2Pool::metrics`] without a
-//! lock. Plain HTTP/1.1 on its own listener, away from the proxied traffic. With
-//! `--runtime per-core` each core has a pool of its own: its figures carry a `core` label
-//! (sum over it for the backend's totals).
+//! lock. Plain HTTP/1.1 on its own listener, away from the proxied traffic.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -14,21 +12,20 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokenpool::h2::H2Pool;
 
-/// Serves `/metrics` on `listener` until the process ends; `pools[i]` is core `i`'s pool.
-pub async fn serve(listener: tokio::net::TcpListener, pools: Vec<H2Pool>) {
-    let pools: std::sync::Arc<[H2Pool]> = pools.into();
+/// Serves `/metrics` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, pool: H2Pool) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors or similar: the admin port is not worth a log storm.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let pools = pools.clone();
+        let pool = pool.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let pools = pools.clone();
-                    async move { Ok::<_, Infallible>(answer(&pools, request.uri().path())) }
+                    let pool = pool.clone();
+                    async move { Ok::<_, Infallible>(answer(&pool, request.uri().path())) }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -44,13 +41,13 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr} for --admin: {e}"))
 }
 
-fn answer(pools: &[H2Pool], path: &str) -> Response<Full<Bytes>> {
+fn answer(pool: &H2Pool, path: &str) -> Response<Full<Bytes>> {
     if path != "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"try /metrics\n")));
         *r.status_mut() = StatusCode::NOT_FOUND;
         return r;
     }
-    let mut r = Response::new(Full::new(Bytes::from(prometheus_text(pools))));
+    let mut r = Response::new(Full::new(Bytes::from(prometheus_text(pool))));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -58,16 +55,12 @@ fn answer(pools: &[H2Pool], path: &str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Every backend's figures in the Prometheus text exposition format, per core's pool.
-pub fn prometheus_text(pools: &[H2Pool]) -> String {
-    let all: Vec<_> = pools
-        .iter()
-        .enumerate()
-        .flat_map(|(core, pool)| {
-            (0..pool.backends()).filter_map(move |b| {
-                let addr = escape(&pool.backend_addr(b)?.to_string());
-                Some((core, b, addr, pool.metrics(b).ok()?))
-            })
+/// Every backend's figures in the Prometheus text exposition format.
+pub fn prometheus_text(pool: &H2Pool) -> String {
+    let all: Vec<_> = (0..pool.backends())
+        .filter_map(|b| {
+            let addr = escape(&pool.backend_addr(b)?.to_string());
+            Some((b, addr, pool.metrics(b).ok()?))
         })
         .collect();
     let mut out = String::new();
@@ -77,10 +70,10 @@ pub fn prometheus_text(pools: &[H2Pool]) -> String {
                       value: &dyn Fn(&tokenpool::h2::BackendMetrics) -> u64| {
         let _ = writeln!(out, "# HELP tokenpool_h2_{name} {help}");
         let _ = writeln!(out, "# TYPE tokenpool_h2_{name} {kind}");
-        for (core, b, addr, m) in &all {
+        for (b, addr, m) in &all {
             let _ = writeln!(
                 out,
-                "tokenpool_h2_{name}{{core=\"{core}\",backend=\"{b}\",addr=\"{addr}\"}} {}",
+                "tokenpool_h2_{name}{{backend=\"{b}\",addr=\"{addr}\"}} {}",
                 value(m)
             );
         }

@@ -34,15 +34,16 @@ options:
   --ca-file PEM                 trust these CAs for https backends (default: the
                                 platform's roots)
   --threads N                   tokio worker threads (default: number of CPUs)
-  --runtime multi|per-core      multi: one multi-thread tokio runtime with N workers, one
-                                listener and one backend pool; per-core: N threads, each a
-                                current_thread runtime with its own SO_REUSEPORT listener
-                                and its own backend pool (default: per-core, as measured in
-                                docs/throughput.md)
-  --max-conns-per-backend N     pooled connections per backend, per pool (default 4)
+  --runtime multi|per-core      multi: one multi-thread tokio runtime with N workers and one
+                                listener; per-core: N threads, each a current_thread
+                                runtime with its own SO_REUSEPORT listener, all sharing one
+                                backend pool that keeps each thread's requests on
+                                connections driven there (default: per-core, as measured
+                                in docs/throughput.md)
+  --max-conns-per-backend N     pooled connections per backend (default 4)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
-  --min-conns-per-backend N     connections kept open to each backend, per pool (default 0)
+  --min-conns-per-backend N     connections kept open to each backend (default 0)
   --balance POLICY              round-robin (default) or least-streams: how a request
                                 picks its first backend (ejected ones skipped)
   --admin ADDR                  serve the pool's figures as Prometheus text on
@@ -80,12 +81,13 @@ enum RuntimeModel {
     /// One multi-thread runtime (work stealing) and one listener.
     Multi,
     /// One `current_thread` runtime per thread, each with its own `SO_REUSEPORT` listener on
-    /// the same address (the kernel spreads connections over them) and its own backend
-    /// pool. A request's tasks, client and backend side, never leave its thread.
+    /// the same address (the kernel spreads connections over them); one backend pool,
+    /// whose runtime affinity keeps a request's tasks, client and backend side, on its
+    /// thread.
     PerCore,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Args {
     listen: SocketAddr,
     backends: Vec<Target>,
@@ -108,9 +110,9 @@ struct Args {
 impl Args {
     /// `--runtime`, or by measurement (docs/throughput.md): per-core at every thread count.
     /// On one thread a `current_thread` runtime does the same work with fewer syscalls (no
-    /// cross-thread wake-ups to prepare for); on more, a pool per core keeps every request
-    /// on one thread, where one pool shared by the cores (or the multi-thread runtime) hands
-    /// requests to connections driven on another.
+    /// cross-thread wake-ups to prepare for); on more, the pool's runtime affinity keeps
+    /// every request on one thread, where the multi-thread runtime hands requests to
+    /// connections driven on another worker.
     fn runtime(&self) -> RuntimeModel {
         self.runtime.unwrap_or(RuntimeModel::PerCore)
     }
@@ -311,19 +313,18 @@ fn run_multi(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         banner(&args, listener.local_addr().map_err(|e| e.to_string())?);
-        start_admin(&args, vec![proxy.pool().clone()]).await?;
+        start_admin(&args, proxy.pool()).await?;
         let all_closed = server::serve(listener, proxy.clone(), shutdown_signal()).await;
         finish(&proxy, all_closed).await;
         Ok(())
     })
 }
 
-/// `--runtime per-core`: `threads` threads, each a `current_thread` runtime with its own
-/// `SO_REUSEPORT` listener and its own [`H2Pool`], built on that runtime: its backend
-/// connections are opened, driven and used there, so a request never leaves the core that
-/// accepted it (no wake-up crosses threads; docs/throughput.md measures why this beats one
-/// pool shared by the cores). Thread 0 (this one) also serves the admin endpoint and prints
-/// every core's report at the end.
+/// `--runtime per-core`: `threads` threads, each a `current_thread` runtime serving its own
+/// `SO_REUSEPORT` listener; one [`H2Pool`] for all, built on this (the first) thread's
+/// runtime, which also runs its background tasks. A backend connection is driven on the
+/// runtime of the request that opened it, and each runtime's requests go to its own
+/// connections first (the pool's runtime affinity), so a request stays on its core.
 fn run_per_core(args: Args) -> Result<(), String> {
     let runtime = current_thread_runtime()?;
     runtime.block_on(async {
@@ -332,84 +333,63 @@ fn run_per_core(args: Args) -> Result<(), String> {
         let listener = reuseport_listener(args.listen)?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         banner(&args, local);
-        // Shutdown: this thread's signal handler tells the others through `stop`; each then
-        // closes its own pool on its own runtime, where its connections are driven.
+        start_admin(&args, proxy.pool()).await?;
+        // Shutdown: this thread's signal handler tells the others through `stop`. Each says
+        // when it has stopped serving (`served`); then the pool is closed, and they keep
+        // their runtimes (and the backend connections driven there) until `done`.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut proxies = vec![proxy.clone()];
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let (served_tx, mut served_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut others = Vec::new();
         for i in 1..args.threads {
-            let (args, mut stop) = (args.clone(), stop_rx.clone());
+            let (proxy, mut stop, mut done) = (proxy.clone(), stop_rx.clone(), done_rx.clone());
+            let served = served_tx.clone();
             let (bound_tx, bound_rx) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name(format!("proxy-{i}"))
-                .spawn(move || -> Option<CoreStopped> {
+                .spawn(move || {
                     let runtime = match current_thread_runtime() {
                         Ok(rt) => rt,
-                        Err(e) => return bound_tx.send(Err(e)).map_or(None, |()| None),
+                        Err(e) => return bound_tx.send(Err(e)).unwrap_or(()),
                     };
                     runtime.block_on(async move {
-                        let started = build_pool(&args)
-                            .and_then(|pool| Ok((pool, reuseport_listener(local)?)));
-                        let (pool, listener) = match started {
-                            Ok(started) => started,
-                            Err(e) => return bound_tx.send(Err(e)).map_or(None, |()| None),
+                        let listener = match reuseport_listener(local) {
+                            Ok(l) => l,
+                            Err(e) => return bound_tx.send(Err(e)).unwrap_or(()),
                         };
-                        let proxy = server::Proxy::with_limits(pool, args.limits.clone());
-                        let _ = bound_tx.send(Ok(proxy.clone()));
+                        let _ = bound_tx.send(Ok(()));
                         let stopped = async move {
                             let _ = stop.wait_for(|s| *s).await;
                         };
-                        let all_closed = server::serve(listener, proxy.clone(), stopped).await;
-                        Some(CoreStopped {
-                            report: report(&proxy, all_closed),
-                            closed: close_pool(&proxy).await,
-                        })
-                    })
+                        let _ = served.send(server::serve(listener, proxy, stopped).await);
+                        drop(served);
+                        let _ = done.wait_for(|d| *d).await;
+                    });
                 })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
-            let proxy = bound_rx
+            bound_rx
                 .recv()
                 .map_err(|_| "a proxy thread died at start".to_string())??;
-            proxies.push(proxy);
             others.push(thread);
         }
-        start_admin(&args, proxies.iter().map(|p| p.pool().clone()).collect()).await?;
+        drop(served_tx);
         let stopped = async {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         };
-        let all_closed = server::serve(listener, proxy.clone(), stopped).await;
+        let mut all_closed = server::serve(listener, proxy.clone(), stopped).await;
         let _ = stop_tx.send(true);
-        let mut stops = vec![Some(CoreStopped {
-            report: report(&proxy, all_closed),
-            closed: close_pool(&proxy).await,
-        })];
-        for t in others {
-            stops.push(t.join().ok().flatten());
+        // Every thread has stopped serving (or died) when the channel closes.
+        while let Some(closed) = served_rx.recv().await {
+            all_closed &= closed;
         }
-        println!("proxy: shutting down");
-        for (i, stop) in stops.into_iter().enumerate() {
-            if args.threads > 1 {
-                println!("proxy: core {i}:");
-            }
-            match stop {
-                Some(s) => {
-                    print!("{}", s.report);
-                    print_closed(s.closed);
-                }
-                None => println!("proxy: this core's thread panicked; its pool was not closed"),
-            }
+        finish(&proxy, all_closed).await;
+        let _ = done_tx.send(true);
+        for t in others {
+            let _ = t.join();
         }
         Ok(())
     })
-}
-
-/// How one per-core thread's shutdown went.
-struct CoreStopped {
-    /// Its [`report`], taken before its pool was closed.
-    report: String,
-    /// Its pool's shutdown.
-    closed: tokenpool::h2::ShutdownReport,
 }
 
 /// What each request costs in moved bytes (docs/throughput.md).
@@ -478,14 +458,14 @@ fn build_pool(args: &Args) -> Result<H2Pool, String> {
 
 fn banner(args: &Args, local: SocketAddr) {
     let model = match args.runtime() {
-        RuntimeModel::Multi => "worker threads (multi-thread runtime, one pool)",
+        RuntimeModel::Multi => "worker threads (multi-thread runtime)",
         RuntimeModel::PerCore => {
-            "threads (a current_thread runtime, SO_REUSEPORT listener and pool each)"
+            "threads (one current_thread runtime and SO_REUSEPORT listener each, one pool)"
         }
     };
     println!(
         "proxy: listening on {local} (h2c prior knowledge and HTTP/1.1), {} {model}, \
-         up to {} connections per backend per pool",
+         up to {} connections per backend",
         args.threads, args.max_conns
     );
     for (i, b) in args.backends.iter().enumerate() {
@@ -505,14 +485,14 @@ fn banner(args: &Args, local: SocketAddr) {
 }
 
 /// `--admin`: serves the pool's figures on their own listener (on the current runtime).
-async fn start_admin(args: &Args, pools: Vec<H2Pool>) -> Result<(), String> {
+async fn start_admin(args: &Args, pool: &H2Pool) -> Result<(), String> {
     if let Some(addr) = args.admin {
         let listener = admin::bind(addr).await?;
         println!(
             "proxy: admin endpoint on http://{}/metrics",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        tokio::spawn(admin::serve(listener, pools));
+        tokio::spawn(admin::serve(listener, pool.clone()));
     }
     println!("proxy: backends picked by {:?}", args.balance);
     Ok(())
@@ -522,27 +502,17 @@ async fn start_admin(args: &Args, pools: Vec<H2Pool>) -> Result<(), String> {
 /// closed with GOAWAY.
 async fn finish(proxy: &server::Proxy, all_closed: bool) {
     println!("proxy: shutting down");
-    print!("{}", report(proxy, all_closed));
-    print_closed(close_pool(proxy).await);
-}
-
-/// The proxy's counters and each backend's health.
-fn report(proxy: &server::Proxy, all_closed: bool) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
     if !all_closed {
-        let _ = writeln!(
-            out,
+        println!(
             "proxy: some client connections were still open after {:?}; closing them",
             server::SHUTDOWN_GRACE
         );
     }
-    out.push_str(&proxy.report());
+    print!("{}", proxy.report());
     let pool = proxy.pool();
     for b in 0..pool.backends() {
         if let Ok(h) = pool.health(b) {
-            let _ = writeln!(
-                out,
+            println!(
                 "  backend {b} health: {} failed connect(s) in a row{}",
                 h.consecutive_failures,
                 if h.is_ejected(std::time::Instant::now()) {
@@ -553,18 +523,9 @@ fn report(proxy: &server::Proxy, all_closed: bool) -> String {
             );
         }
     }
-    out
-}
-
-/// Closes the backend connections of `proxy`'s pool (on the runtime that drives them).
-async fn close_pool(proxy: &server::Proxy) -> tokenpool::h2::ShutdownReport {
-    proxy
-        .pool()
+    let closed = pool
         .shutdown(std::time::Instant::now() + server::SHUTDOWN_GRACE)
-        .await
-}
-
-fn print_closed(closed: tokenpool::h2::ShutdownReport) {
+        .await;
     println!(
         "proxy: closed {} backend connection(s), {} cut at the deadline",
         closed.connections, closed.cut_at_deadline

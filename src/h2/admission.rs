@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::affinity;
 use super::backends::Entry;
 use super::coalesce::{ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, refusal, Conn, Shared, StreamTicket};
@@ -124,6 +125,16 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// What [`Admission::checkout_home`] found.
+enum Home<'p> {
+    /// A stream on the runtime's own connection.
+    Claimed(Claim<'p>),
+    /// No connection at home: open one in this slot.
+    Connect(Reservation<'p, Conn>, ConnectGuard),
+    /// Look at every connection, as without affinity.
+    Elsewhere,
+}
+
 impl Admission {
     /// A connection of `backend` with room for one more stream, with that stream counted:
     /// reuse, else join a connect in progress, else reserve and connect, else wait, all
@@ -152,6 +163,8 @@ impl Admission {
         let coalescer = &backend.coalescer;
         // Set on the first wait: the fast path takes no timer.
         let mut deadline = None;
+        // Looked at once, on the first pass.
+        let mut home = affinity::here();
         loop {
             // Shut down (before or while this request waited): no new stream, no connect.
             if self.connector.drivers.is_closed() {
@@ -163,6 +176,16 @@ impl Admission {
                     backend: pool.backend(),
                     addr: addr.clone(),
                 });
+            }
+            // On a `current_thread` runtime: its own connection first (see `affinity`).
+            if let Some(home) = home.take() {
+                match self.checkout_home(backend, home) {
+                    Home::Claimed(claim) => return Ok(claim),
+                    Home::Connect(reservation, guard) => {
+                        return self.connect_and_claim(backend, reservation, guard).await;
+                    }
+                    Home::Elsewhere => {}
+                }
             }
             // Fast path. Each failed `claim` parks or closes the connection it looked at, so
             // the loop soon runs out of available connections (it goes on only while streams
@@ -284,6 +307,60 @@ impl Admission {
             usable: true,
             connected: Some((guard, limit)),
         })
+    }
+
+    /// Runtime affinity (see [`affinity`]): claims a stream on the connection at home on the
+    /// caller's runtime, or reserves an empty slot to open one there. No await point.
+    fn checkout_home<'p>(&self, backend: &'p Entry, home: affinity::Home) -> Home<'p> {
+        let pool = &backend.pool;
+        let known = backend.lanes.get(home);
+        if let Some(slot) = known {
+            if let Some(token) = pool.try_acquire_at(slot) {
+                let Some(conn) = pool.get(&token) else {
+                    unreachable!("a token from `try_acquire_at` is live until released")
+                };
+                if conn.shared.home == Some(home.id) {
+                    // Not balanced against other connections: a full one overflows anyway.
+                    return match self.claim(pool, token) {
+                        Some(claim) => Home::Claimed(claim),
+                        None => Home::Elsewhere,
+                    };
+                }
+                // Another runtime's connection took the slot since: untouched, it goes back,
+                // and this runtime opens one of its own below.
+                let _ = pool.release(token, true);
+            } else {
+                // Empty: its connection is gone, open the next one in the same slot. Otherwise
+                // the connection is busy (full, being opened, closing): no second one.
+                let Some(reservation) = pool.reserve_at(slot) else {
+                    return Home::Elsewhere;
+                };
+                return self.connect_home(backend, home, reservation);
+            }
+        }
+        // None at home: open one, in an empty slot, if there is one.
+        match pool.reserve() {
+            Some(reservation) => self.connect_home(backend, home, reservation),
+            None => Home::Elsewhere,
+        }
+    }
+
+    /// Starts a connect into `reservation` for `home` (which remembers the slot), unless the
+    /// backend is ejected.
+    fn connect_home<'p>(
+        &self,
+        backend: &'p Entry,
+        home: affinity::Home,
+        reservation: Reservation<'p, Conn>,
+    ) -> Home<'p> {
+        match backend.coalescer.start() {
+            Ok(guard) => {
+                backend.lanes.set(home, reservation.slot());
+                Home::Connect(reservation, guard)
+            }
+            // Ejected: the reservation's drop empties the slot; the usual path says so.
+            Err(_) => Home::Elsewhere,
+        }
     }
 
     /// Opens a connection into `reservation` for warm-up (no request waits for it, but

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use super::affinity::Lanes;
 use super::coalesce::{Coalescer, Watched};
 use super::conn::Conn;
 use super::counters::Counters;
@@ -39,6 +40,9 @@ pub(super) struct Entry {
     /// table opens no stream and no connection on it (it fails with the retryable
     /// [`H2Error::BackendRemoved`], and `dispatch` tries the current table).
     pub(super) removed: AtomicBool,
+    /// Where each `current_thread` runtime's own connection to it is (see
+    /// [`affinity`](super::affinity)).
+    pub(super) lanes: Lanes,
 }
 
 /// The backends at one moment. Index `i` is backend `i`; `None` where a backend was removed
@@ -140,6 +144,7 @@ impl Template {
             coalescer,
             weight,
             removed: AtomicBool::new(false),
+            lanes: Lanes::default(),
         })
     }
 }

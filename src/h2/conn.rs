@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// The backend's counters (shared by all its connections): streams in flight move with
     /// `Streams::in_flight`; evictions and GOAWAYs are counted by who sees them.
     pub(super) counters: Arc<Counters>,
+    /// The `current_thread` runtime its driver runs on, if it is one (see
+    /// [`affinity`](super::affinity)).
+    pub(super) home: Option<tokio::runtime::Id>,
 }
 
 /// Stream accounting of one connection; see the module docs of [`crate::h2`].
@@ -59,6 +62,7 @@ impl Shared {
         pool: Weak<Pool<Conn>>,
         limit: usize,
         counters: Arc<Counters>,
+        home: Option<tokio::runtime::Id>,
     ) -> Self {
         let now = Instant::now();
         Shared {
@@ -73,6 +77,7 @@ impl Shared {
                 last_used: now,
             }),
             counters,
+            home,
         }
     }
 

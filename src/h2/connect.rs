@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+use super::affinity;
 use super::batch::YieldBeforePoll;
 use super::conn::{Conn, Shared};
 use super::counters::{bump, Counters};
@@ -154,6 +155,7 @@ impl Connector {
             Arc::downgrade(pool),
             self.max_streams,
             Arc::clone(counters),
+            affinity::home_of(&affinity::driver_runtime(&self.runtime)),
         ));
         let backend = pool.backend();
         let start = Instant::now();
@@ -209,7 +211,9 @@ impl Connector {
         let driver = self.drivers.start();
         let (keep_alive_tx, keep_alive_rx) = oneshot::channel();
         let keep_alive = (self.keep_alive, keep_alive_rx);
-        self.runtime.spawn(drive(
+        // On the connection's home runtime, if it has one (the same call as in `connect`,
+        // from the same task).
+        affinity::driver_runtime(&self.runtime).spawn(drive(
             connection,
             Arc::clone(shared),
             id,
@@ -278,6 +282,11 @@ async fn drive<T>(
 ) where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // Whichever way this ends, the connection's slot learns it: also if this future is
+    // dropped unfinished, with the runtime it was spawned on (a connection is driven on the
+    // runtime that opened it, which may end before the pool; see `affinity`).
+    let ended = Ended { shared, id };
+    let shared = &ended.shared;
     // The outcome does not matter here: requests on this connection get the error from their
     // own streams, and new requests go elsewhere either way. Each wake-up first lets the
     // tasks that woke it queue their frames, so that one write carries them all.
@@ -292,7 +301,7 @@ async fn drive<T>(
         () = driver.cut() => {
             tracing::debug!(backend, conn = %id, "connection cut at the shutdown deadline");
         }
-        () = keepalive::watch(keep_alive, ping_pong, Arc::clone(&shared)) => {
+        () = keepalive::watch(keep_alive, ping_pong, Arc::clone(shared)) => {
             bump(&shared.counters.evicted_keepalive);
             tracing::warn!(
                 backend,
@@ -302,19 +311,33 @@ async fn drive<T>(
             );
         }
     }
-    let parked = shared.mark_dead();
-    let Some(pool) = shared.pool() else { return };
-    match parked {
-        // Full when it died: we took the slot's token, so we close it.
-        Some(token) => {
-            let _ = pool.release(token, false);
-        }
-        // Idle: closed now. Held by a request being opened: marked, closed at its release.
-        // Already closed (evicted, drained): the stale id matches nothing.
-        None => {
-            pool.drain(id);
+    drop(ended);
+    // `driver` ends here, after the slot: the shutdown counts this connection closed.
+    drop(driver);
+}
+
+/// Marks a driven connection dead and closes its slot, when its driver ends or is dropped.
+struct Ended {
+    shared: Arc<Shared>,
+    id: ConnId,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let parked = self.shared.mark_dead();
+        let Some(pool) = self.shared.pool() else {
+            return;
+        };
+        match parked {
+            // Full when it died: we took the slot's token, so we close it.
+            Some(token) => {
+                let _ = pool.release(token, false);
+            }
+            // Idle: closed now. Held by a request being opened: marked, closed at its release.
+            // Already closed (evicted, drained): the stale id matches nothing.
+            None => {
+                pool.drain(self.id);
+            }
         }
     }
-    // `driver` ends here: the shutdown counts this connection closed.
-    drop(driver);
 }

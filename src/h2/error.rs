@@ -171,8 +171,9 @@ pub enum H2Error {
         /// The limit that ran out.
         timeout: Duration,
     },
-    /// `build` was called outside a tokio runtime (the pool spawns its sweeper and
-    /// connection drivers on the runtime it is built in).
+    /// `build` was called outside a tokio runtime (the pool spawns its sweeper on the
+    /// runtime it is built in, and connection drivers there unless a `current_thread`
+    /// runtime opens them).
     NoRuntime,
     /// A builder setting is out of range (for example zero connections per backend), or a
     /// backend address or TLS setting is invalid; the message names it.

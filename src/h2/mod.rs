@@ -105,6 +105,19 @@
 //! [`H2Error::JoinedConnectFailed`] (retryable): a backend that refuses connections costs
 //! one attempt per burst. If the connecting request is cancelled, its joiners carry on.
 //!
+//! **Runtime affinity.** One pool can serve several `current_thread` runtimes at once, one
+//! per core (each with its own `SO_REUSEPORT` listener, say): the pool is `Send + Sync` and
+//! lock-free. A connection is driven on the runtime that opened it when that runtime is a
+//! `current_thread` one (otherwise on the runtime the pool was built on), and a request on
+//! such a runtime first takes a connection driven there (step 0 above): the one its runtime
+//! opened last to that backend, or, if it has none, it opens one in an empty slot (the
+//! request waits for that connect). So its frames never cross threads: no wake-up of
+//! another core per request. Only when its runtime's connection is busy or full, or no slot
+//! is empty, does it go on with step 1, where any connection will do: a busy core overflows
+//! onto the others' connections instead of waiting. A runtime that ends takes the
+//! connections it drives with it; their slots are emptied at once. On a multi-thread runtime
+//! none of this applies (its workers run any task anyway).
+//!
 //! # Multiplexing: what the token stands for
 //! A slot's token is exclusive, but an HTTP/2 connection carries many streams at once. Here
 //! the token stands for *the right to open a stream on the connection*, and the slot's state
@@ -276,6 +289,7 @@
 //! [`Pool::evict_idle`]: crate::Pool::evict_idle
 
 mod admission;
+mod affinity;
 mod backends;
 mod batch;
 mod body;

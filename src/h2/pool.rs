@@ -38,7 +38,8 @@ struct Inner {
     backends: Backends,
     admission: Admission,
     limits: Limits,
-    /// Where upload tasks run (the runtime the pool was built in).
+    /// The runtime the pool was built in: its sweeper and warm-up connects run there, and
+    /// drivers and upload tasks unless the caller is on a `current_thread` runtime.
     runtime: tokio::runtime::Handle,
     /// The pool's `request_timeout` and `response_header_timeout`.
     timeouts: super::Timeouts,
@@ -277,12 +278,14 @@ impl H2Pool {
         self.inner.timeouts
     }
 
-    /// Runs `task` on the pool's runtime.
+    /// Runs `task` (a request's upload) where the request's connection is driven when it was
+    /// opened from here: on the caller's runtime if it is a `current_thread` one, else on
+    /// the pool's (see "Runtime affinity" in the module docs).
     pub(super) fn spawn<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.inner.runtime.spawn(task);
+        super::affinity::driver_runtime(&self.inner.runtime).spawn(task);
     }
 
     /// The backend the pool's picker ([`Balance`](super::Balance)) chooses for a request that
@@ -335,7 +338,8 @@ impl H2Pool {
     /// an absolute one (`http://host/path`): h2 sends its scheme and authority as
     /// pseudo-headers.
     ///
-    /// Must be polled within the tokio runtime the pool was built in. Dropping the future at
+    /// Must be polled within a tokio runtime: the pool's, or another one that runs as long as
+    /// its connections are used (see "Runtime affinity" in the module docs). Dropping the future at
     /// any point leaves no slot in use.
     ///
     /// # Errors
