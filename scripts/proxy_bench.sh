@@ -13,7 +13,8 @@
 # `h2load -n N -c CONNS -m STREAMS`, the load of issue 14; N1/N2 (10000/20000) for `instr`;
 # RUNTIMES ("multi per-core"): the proxy's --runtime values to measure; BASE_PROXY=path to
 # an older proxy binary (run without --runtime) to measure beside; HAPROXY=0 to leave
-# HAProxy out; PROXY_BIN: the proxy binary to measure (default: the one built here).
+# HAProxy out; FORWARDFOR=0: HAProxy without `option forwardfor` (the proxy always adds
+# x-forwarded-for); PROXY_BIN: the proxy binary to measure (default: the one built here).
 #
 # Installs nothing. Needs h2load (Debian/Ubuntu: `apt-get install nghttp2-client`), haproxy
 # 2.6 or later (`apt-get install haproxy`), curl; `syscalls` needs perf with access to the
@@ -67,6 +68,9 @@ frontend fe
     default_backend be
 backend be
     balance roundrobin
+    # The proxy example appends x-forwarded-for to every request; so does HAProxy here
+    # (FORWARDFOR=0 leaves it out, as runs before 2026-11-30 did).
+    $( [ "${FORWARDFOR:-1}" != 0 ] && echo "option forwardfor" || true )
     server b1 127.0.0.1:$B1 proto h2
     server b2 127.0.0.1:$B2 proto h2
 EOF

@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(fast, Ok(Some("fast")), "a request handed over was not run");
         end_conn.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!serve.is_finished(), "Serve ended with a request still running");
+        assert!(
+            !serve.is_finished(),
+            "Serve ended with a request still running"
+        );
         release.send(()).unwrap();
         let slow = tokio::time::timeout(within, done_rx.recv()).await;
         assert_eq!(slow, Ok(Some("slow")));
