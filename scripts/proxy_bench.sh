@@ -14,7 +14,9 @@
 # RUNTIMES ("multi per-core"): the proxy's --runtime values to measure; BASE_PROXY=path to
 # an older proxy binary (run without --runtime) to measure beside; HAPROXY=0 to leave
 # HAProxy out; FORWARDFOR=0: HAProxy without `option forwardfor` (the proxy always adds
-# x-forwarded-for); PROXY_BIN: the proxy binary to measure (default: the one built here).
+# x-forwarded-for); BARE=1 to measure examples/bare_forwarder.rs beside (hyper's h2 server
+# and raw h2 clients, nothing else: the floor under the proxy; one thread whatever THREADS
+# says); PROXY_BIN: the proxy binary to measure (default: the one built here).
 #
 # Installs nothing. Needs h2load (Debian/Ubuntu: `apt-get install nghttp2-client`), haproxy
 # 2.6 or later (`apt-get install haproxy`), curl; `syscalls` needs perf with access to the
@@ -38,7 +40,7 @@ read -r -a RUNTIMES <<<"${RUNTIMES-multi per-core}"
 E=${CARGO_TARGET_DIR:-target}/release/examples
 PROXY=${PROXY_BIN:-$E/proxy}
 B1=19101 B2=19102 HP=28101
-cargo build --release --example proxy --example backend >&2
+cargo build --release --example proxy --example backend --example bare_forwarder >&2
 W=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -96,6 +98,10 @@ start() {
             haproxy_cfg "$t"
             $WRAP haproxy -db -f "$W/haproxy.cfg" >"$W/$name.log" 2>&1 &
             ;;
+        bare)
+            $WRAP "$E/bare_forwarder" --listen 127.0.0.1:"$(port bare)" --backend 127.0.0.1:$B1 \
+                --backend 127.0.0.1:$B2 >"$W/$name.log" 2>&1 &
+            ;;
         base)
             $WRAP "$BASE_PROXY" --listen 127.0.0.1:"$(port base)" --backend 127.0.0.1:$B1 \
                 --backend 127.0.0.1:$B2 --threads "$t" >"$W/$name.log" 2>&1 &
@@ -119,6 +125,7 @@ port() {
     case $1 in
         haproxy) echo $HP ;;
         base) echo 18100 ;;
+        bare) echo 18104 ;;
         multi) echo 18101 ;;
         *) echo 18102 ;;
     esac
@@ -127,6 +134,7 @@ port() {
 targets() {
     local t=()
     [ -n "${BASE_PROXY:-}" ] && t+=(base)
+    [ "${BARE:-0}" != 0 ] && t+=(bare)
     t+=("${RUNTIMES[@]}")
     [ "${HAPROXY:-1}" != 0 ] && t+=(haproxy)
     echo "${t[@]}"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::affinity;
+use super::affinity::{self, Lane};
 use super::backends::Entry;
 use super::coalesce::{ConnectGuard, Decision, Ejected, Outcome};
 use super::conn::{accepts_streams, refusal, Conn, Shared, StreamTicket};
@@ -133,9 +133,61 @@ enum Home<'p> {
     Connect(Reservation<'p, Conn>, ConnectGuard),
     /// Look at every connection, as without affinity.
     Elsewhere,
+    /// A connect is due at home: the slow path's business.
+    Later,
 }
 
 impl Admission {
+    /// [`checkout`](Self::checkout)'s fast path, with no await point: a stream on a
+    /// connection available now (the caller's runtime's own first; see `affinity`), or
+    /// `Ok(None)` when there is none and `checkout` must connect or wait. Its future holds
+    /// every rare path, so a caller that boxes it only then keeps its own future small.
+    pub(super) fn checkout_now<'p>(
+        &self,
+        backend: &'p Entry,
+    ) -> Result<Option<Claim<'p>>, H2Error> {
+        self.open_to(backend)?;
+        if let Some(home) = affinity::here() {
+            match self.checkout_home(backend, home, false) {
+                Home::Claimed(claim) => return Ok(Some(claim)),
+                Home::Later => return Ok(None),
+                Home::Elsewhere | Home::Connect(..) => {}
+            }
+        }
+        Ok(self.claim_available(&backend.pool))
+    }
+
+    /// `Ok` unless the pool was shut down or `backend` removed: then no new stream, and no
+    /// connect.
+    fn open_to(&self, backend: &Entry) -> Result<(), H2Error> {
+        // Shut down (before or while this request waited).
+        if self.connector.drivers.is_closed() {
+            return Err(H2Error::Shutdown);
+        }
+        // Removed (or replaced) since the request found it: nothing more goes there.
+        if backend.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(H2Error::BackendRemoved {
+                backend: backend.pool.backend(),
+                addr: backend.target.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A stream on any connection available now. Each failed `claim` parks or closes the
+    /// connection it looked at, so the loop soon runs out of available connections (it goes
+    /// on only while streams ending elsewhere keep handing connections back, and then
+    /// `claim` succeeds).
+    fn claim_available<'p>(&self, pool: &'p Pool<Conn>) -> Option<Claim<'p>> {
+        while let Some(token) = pool.acquire() {
+            // No await point until the claim is opened or dropped.
+            if let Some(claim) = self.claim(pool, token) {
+                return Some(self.balance(pool, claim));
+            }
+        }
+        None
+    }
+
     /// A connection of `backend` with room for one more stream, with that stream counted:
     /// reuse, else join a connect in progress, else reserve and connect, else wait, all
     /// within the acquire timeout.
@@ -166,49 +218,33 @@ impl Admission {
         // Looked at once, on the first pass.
         let mut home = affinity::here();
         loop {
-            // Shut down (before or while this request waited): no new stream, no connect.
-            if self.connector.drivers.is_closed() {
-                return Err(H2Error::Shutdown);
-            }
-            // Removed (or replaced) since the request found it: nothing more goes there.
-            if backend.removed.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(H2Error::BackendRemoved {
-                    backend: pool.backend(),
-                    addr: addr.clone(),
-                });
-            }
+            self.open_to(backend)?;
             // On a `current_thread` runtime: its own connection first (see `affinity`).
             if let Some(home) = home.take() {
-                match self.checkout_home(backend, home) {
+                match self.checkout_home(backend, home, true) {
                     Home::Claimed(claim) => return Ok(claim),
                     Home::Connect(reservation, guard) => {
-                        return self.connect_and_claim(backend, reservation, guard).await;
+                        return Box::pin(self.connect_and_claim(backend, reservation, guard)).await;
                     }
-                    Home::Elsewhere => {}
+                    Home::Elsewhere | Home::Later => {}
                 }
             }
-            // Fast path. Each failed `claim` parks or closes the connection it looked at, so
-            // the loop soon runs out of available connections (it goes on only while streams
-            // ending elsewhere keep handing connections back, and then `claim` succeeds).
-            while let Some(token) = pool.acquire() {
-                // No await point until the claim is opened or dropped.
-                if let Some(claim) = self.claim(pool, token) {
-                    return Ok(self.balance(pool, claim));
-                }
+            if let Some(claim) = self.claim_available(pool) {
+                return Ok(claim);
             }
             let deadline =
                 *deadline.get_or_insert_with(|| tokio::time::Instant::now().checked_add(timeout));
             match coalescer.join_or_start(|| pool.reserve()) {
                 Decision::Start(reservation, guard) => {
-                    return self.connect_and_claim(backend, reservation, guard).await;
+                    return Box::pin(self.connect_and_claim(backend, reservation, guard)).await;
                 }
                 Decision::Ejected(e) => return Err(ejected(e)),
                 Decision::Join(joined) => {
                     let outcome = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, joined.outcome())
+                        Some(d) => Box::pin(tokio::time::timeout_at(d, joined.outcome()))
                             .await
                             .map_err(|_| timed_out())?,
-                        None => joined.outcome().await,
+                        None => Box::pin(joined.outcome()).await,
                     };
                     if let Outcome::Failed(failed) = outcome {
                         let (cause, retryable) = (*failed).clone();
@@ -226,10 +262,10 @@ impl Admission {
                     let wait = pool.acquire_wait();
                     let waiting = Instant::now();
                     let checkout = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, wait)
+                        Some(d) => Box::pin(tokio::time::timeout_at(d, wait))
                             .await
                             .map_err(|_| timed_out())?,
-                        None => wait.await,
+                        None => Box::pin(wait).await,
                     };
                     let waited = waiting.elapsed();
                     if waited >= SLOW_WAIT {
@@ -248,7 +284,8 @@ impl Admission {
                         Checkout::Vacant(reservation) => {
                             // Dropping the reservation empties the slot again.
                             let guard = coalescer.start().map_err(ejected)?;
-                            return self.connect_and_claim(backend, reservation, guard).await;
+                            return Box::pin(self.connect_and_claim(backend, reservation, guard))
+                                .await;
                         }
                     }
                 }
@@ -310,38 +347,60 @@ impl Admission {
     }
 
     /// Runtime affinity (see [`affinity`]): claims a stream on the connection at home on the
-    /// caller's runtime, or reserves an empty slot to open one there. No await point.
-    fn checkout_home<'p>(&self, backend: &'p Entry, home: affinity::Home) -> Home<'p> {
+    /// caller's runtime, or reserves an empty slot to open one there. With `may_connect`
+    /// false (the fast path, which cannot await a connect) it says [`Home::Later`] where it
+    /// would connect. No await point.
+    fn checkout_home<'p>(
+        &self,
+        backend: &'p Entry,
+        home: affinity::Home,
+        may_connect: bool,
+    ) -> Home<'p> {
         let pool = &backend.pool;
-        let known = backend.lanes.get(home);
-        if let Some(slot) = known {
-            if let Some(token) = pool.try_acquire_at(slot) {
-                let Some(conn) = pool.get(&token) else {
-                    unreachable!("a token from `try_acquire_at` is live until released")
-                };
-                if conn.shared.home == Some(home.id) {
-                    // Not balanced against other connections: a full one overflows anyway.
-                    return match self.claim(pool, token) {
-                        Some(claim) => Home::Claimed(claim),
+        match backend.lanes.get(home) {
+            Lane::At(slot) => {
+                if let Some(token) = pool.try_acquire_at(slot) {
+                    let Some(conn) = pool.get(&token) else {
+                        unreachable!("a token from `try_acquire_at` is live until released")
+                    };
+                    if conn.shared.home == Some(home.id) {
+                        // Not balanced against other connections: a full one overflows.
+                        return match self.claim(pool, token) {
+                            Some(claim) => Home::Claimed(claim),
+                            None => Home::Elsewhere,
+                        };
+                    }
+                    // Another runtime's connection took the slot since: untouched, it goes
+                    // back, and this runtime opens one of its own in any empty slot.
+                    let _ = pool.release(token, true);
+                } else {
+                    // Empty: its connection is gone; the next one goes in the same slot.
+                    // Otherwise the connection is busy (full, being opened, closing): no
+                    // second one, any connection will do.
+                    return match pool.reserve_at(slot) {
+                        Some(reservation) if may_connect => {
+                            self.connect_home(backend, home, reservation)
+                        }
+                        // Dropped: the slot is empty again, for the slow path.
+                        Some(_) => Home::Later,
                         None => Home::Elsewhere,
                     };
                 }
-                // Another runtime's connection took the slot since: untouched, it goes back,
-                // and this runtime opens one of its own below.
-                let _ = pool.release(token, true);
-            } else {
-                // Empty: its connection is gone, open the next one in the same slot. Otherwise
-                // the connection is busy (full, being opened, closing): no second one.
-                let Some(reservation) = pool.reserve_at(slot) else {
-                    return Home::Elsewhere;
-                };
-                return self.connect_home(backend, home, reservation);
             }
+            // Found no empty slot the last time: the fast path does not look again.
+            Lane::NoRoom if !may_connect => return Home::Elsewhere,
+            Lane::NoRoom | Lane::Unknown => {}
+        }
+        if !may_connect {
+            return Home::Later;
         }
         // None at home: open one, in an empty slot, if there is one.
         match pool.reserve() {
             Some(reservation) => self.connect_home(backend, home, reservation),
-            None => Home::Elsewhere,
+            None => {
+                backend.lanes.set(home, Lane::NoRoom);
+                Home::Elsewhere
+            }
         }
     }
 
@@ -355,7 +414,7 @@ impl Admission {
     ) -> Home<'p> {
         match backend.coalescer.start() {
             Ok(guard) => {
-                backend.lanes.set(home, reservation.slot());
+                backend.lanes.set(home, Lane::At(reservation.slot()));
                 Home::Connect(reservation, guard)
             }
             // Ejected: the reservation's drop empties the slot; the usual path says so.

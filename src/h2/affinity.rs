@@ -36,11 +36,22 @@ pub(super) struct Home {
 /// then, and opens its own again: correct, only less local).
 const LANES: usize = 64;
 
-/// Per backend: for each lane, the slot of a connection at home on that lane's runtime (a
+/// Per backend: for each lane, where the connection at home on that lane's runtime is (a
 /// hint: the connection found there is checked before it is used).
 pub(super) struct Lanes {
-    /// Slot index + 1; 0 for none.
+    /// [`Lane`], encoded: 0 unknown, `usize::MAX` no room, else slot index + 1.
     slots: Box<[AtomicUsize]>,
+}
+
+/// What a backend knows of one runtime's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// It has not opened one.
+    Unknown,
+    /// It opened one in this slot.
+    At(usize),
+    /// It found no empty slot to open one in, the last time it tried.
+    NoRoom,
 }
 
 impl Default for Lanes {
@@ -52,18 +63,26 @@ impl Default for Lanes {
 }
 
 impl Lanes {
-    /// The slot `home` last opened a connection in, if any.
-    pub(super) fn get(&self, home: Home) -> Option<usize> {
+    /// What is known of `home`'s connection.
+    pub(super) fn get(&self, home: Home) -> Lane {
         // Relaxed: a hint about where to look; the connection's own `home` decides.
-        self.slots[home.lane % LANES]
-            .load(Ordering::Relaxed)
-            .checked_sub(1)
+        match self.slots[home.lane % LANES].load(Ordering::Relaxed) {
+            0 => Lane::Unknown,
+            usize::MAX => Lane::NoRoom,
+            n => Lane::At(n - 1),
+        }
     }
 
-    /// Remembers that `home` opens its connection in `slot`.
-    pub(super) fn set(&self, home: Home, slot: usize) {
+    /// Records what `home` found.
+    pub(super) fn set(&self, home: Home, lane: Lane) {
+        let n = match lane {
+            Lane::Unknown => 0,
+            Lane::NoRoom => usize::MAX,
+            // A pool has far fewer than `usize::MAX - 1` slots.
+            Lane::At(slot) => slot + 1,
+        };
         // Relaxed: see `get`.
-        self.slots[home.lane % LANES].store(slot + 1, Ordering::Relaxed);
+        self.slots[home.lane % LANES].store(n, Ordering::Relaxed);
     }
 }
 

@@ -92,6 +92,14 @@ impl Inner {
     }
 }
 
+/// What [`H2Pool::open_now`] did with a request.
+pub(super) enum Opening {
+    /// Opened: the response to come, and the stream to send the body on.
+    Opened((ResponseFuture, ::h2::SendStream<Bytes>)),
+    /// No connection has room now: the request, for [`H2Pool::open_later`].
+    Later(http::Request<()>),
+}
+
 impl H2Pool {
     /// Starts configuring a pool for `backends` (backend `i` is the `i`-th address): socket
     /// addresses, [`Target`]s, or strings in the forms [`Target`] lists (`http://host:port`,
@@ -366,8 +374,40 @@ impl H2Pool {
         request: http::Request<()>,
         end_of_stream: bool,
     ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
+        match self.open_now(entry, request, end_of_stream)? {
+            Opening::Opened(opened) => Ok(opened),
+            Opening::Later(request) => {
+                Box::pin(self.open_later(entry, request, end_of_stream)).await
+            }
+        }
+    }
+
+    /// [`open_on`](H2Pool::open_on)'s fast path, with no await point: the request is counted
+    /// and opened on a connection available now, or handed back for
+    /// [`open_later`](H2Pool::open_later) (a connect or a wait). A caller that awaits
+    /// `open_later` boxed keeps the rare paths out of its own future.
+    pub(super) fn open_now(
+        &self,
+        entry: &Entry,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<Opening, H2Error> {
         bump(&entry.counters.requests);
         self.check_open()?;
+        match self.inner.admission.checkout_now(entry)? {
+            Some(claim) => claim.open(request, end_of_stream).map(Opening::Opened),
+            None => Ok(Opening::Later(request)),
+        }
+    }
+
+    /// The rest of [`open_on`](H2Pool::open_on) after [`open_now`](H2Pool::open_now) handed
+    /// the request back: connect, or wait for room, within the acquire timeout.
+    pub(super) async fn open_later(
+        &self,
+        entry: &Entry,
+        request: http::Request<()>,
+        end_of_stream: bool,
+    ) -> Result<(ResponseFuture, ::h2::SendStream<Bytes>), H2Error> {
         let claim = self.inner.admission.checkout(entry).await?;
         if let Err(e) = self.check_open() {
             // Shut down while it waited or connected: no stream, and the connection goes.

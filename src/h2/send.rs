@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::normalize::normalize;
+use super::pool::Opening;
 use super::timeouts::Deadline;
 use super::{Body, H2Error, H2Pool, Timeouts};
 
@@ -145,16 +146,23 @@ impl H2Pool {
         let head = parts.method == Method::HEAD;
         let end_of_stream = body.is_end_stream();
         let replay_safe = end_of_stream && parts.method.is_idempotent();
-        let opening = self.open_on(&entry, http::Request::from_parts(parts, ()), end_of_stream);
-        let (response, send_stream) = match request_deadline {
-            Some(d) => tokio::time::timeout_at(d.at, opening).await.map_err(|_| {
-                H2Error::RequestTimeout {
-                    addr: addr.clone(),
-                    timeout: d.timeout,
-                    sent: false,
+        let request = http::Request::from_parts(parts, ());
+        let (response, send_stream) = match self.open_now(&entry, request, end_of_stream)? {
+            Opening::Opened(opened) => opened,
+            // A connect or a wait: boxed, so that this future holds no room for them.
+            Opening::Later(request) => {
+                let opening = self.open_later(&entry, request, end_of_stream);
+                match request_deadline {
+                    Some(d) => Box::pin(tokio::time::timeout_at(d.at, opening))
+                        .await
+                        .map_err(|_| H2Error::RequestTimeout {
+                            addr: addr.clone(),
+                            timeout: d.timeout,
+                            sent: false,
+                        })??,
+                    None => Box::pin(opening).await?,
                 }
-            })??,
-            None => opening.await?,
+            }
         };
         let upload = if end_of_stream {
             drop((send_stream, body));
