@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -77,7 +76,15 @@ struct Stream {
     upload: Upload,
     addr: Target,
     /// The request's time limit, when it has one: the body fails when it runs out.
-    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+    deadline: Option<Limit>,
+}
+
+/// The request's time limit over the body. Its timer is armed only when the body first has
+/// to wait: a body that has arrived whole (the usual small response) costs no timer.
+struct Limit {
+    deadline: Deadline,
+    /// Armed at the first wait.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body {
@@ -91,7 +98,10 @@ impl Body {
         deadline: Option<Deadline>,
     ) -> Body {
         let addr = recv.backend_addr().clone();
-        let deadline = deadline.map(|d| (Box::pin(tokio::time::sleep_until(d.at)), d.timeout));
+        let deadline = deadline.map(|deadline| Limit {
+            deadline,
+            sleep: None,
+        });
         Body {
             stream: Some(Stream {
                 recv,
@@ -134,23 +144,71 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H2Error>>> {
         let this = self.get_mut();
+        // Once armed, the limit is looked at first: past it, nothing more is read.
+        if let Some(out) = this.ran_out(cx, false) {
+            return out;
+        }
+        match this.poll_stream(cx) {
+            // About to wait: the limit must be able to wake this body.
+            Poll::Pending => this.ran_out(cx, true).unwrap_or(Poll::Pending),
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // h2 says so only when END_STREAM has arrived and no data or trailers are left.
+        self.stream.as_ref().is_none_or(|s| s.recv.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.stream {
+            None => SizeHint::with_exact(0),
+            Some(Stream {
+                remaining: Some(n), ..
+            }) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl Body {
+    /// The request's time limit, if it has run out: then the body fails (the stream is
+    /// dropped before its end: the upload stops, h2 resets the stream with CANCEL, and the
+    /// stream stops counting against its connection). `arm`: set its timer if not yet set.
+    #[allow(clippy::type_complexity)]
+    fn ran_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        arm: bool,
+    ) -> Option<Poll<Option<Result<Frame<Bytes>, H2Error>>>> {
+        let stream = self.stream.as_mut()?;
+        let limit = stream.deadline.as_mut()?;
+        let sleep = match &mut limit.sleep {
+            Some(sleep) => sleep,
+            None if arm => limit
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(limit.deadline.at))),
+            None => return None,
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let timeout = limit.deadline.timeout;
+        let addr = stream.addr.clone();
+        self.stream = None;
+        Some(Poll::Ready(Some(Err(H2Error::RequestTimeout {
+            addr,
+            timeout,
+            sent: true,
+        }))))
+    }
+
+    /// The next frame of the stream, with no regard to the time limit.
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H2Error>>> {
+        let this = self;
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some((sleep, timeout)) = &mut stream.deadline {
-            if sleep.as_mut().poll(cx).is_ready() {
-                let timeout = *timeout;
-                let addr = stream.addr.clone();
-                // Dropped before its end: the upload stops, h2 resets the stream with
-                // CANCEL, and the stream stops counting against its connection.
-                this.stream = None;
-                return Poll::Ready(Some(Err(H2Error::RequestTimeout {
-                    addr,
-                    timeout,
-                    sent: true,
-                })));
-            }
-        }
         if !stream.data_done {
             match ready!(stream.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
@@ -172,21 +230,6 @@ impl http_body::Body for Body {
                 Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
             }
             Err(e) => Poll::Ready(Some(Err(this.fail(e)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // h2 says so only when END_STREAM has arrived and no data or trailers are left.
-        self.stream.as_ref().is_none_or(|s| s.recv.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.stream {
-            None => SizeHint::with_exact(0),
-            Some(Stream {
-                remaining: Some(n), ..
-            }) => SizeHint::with_exact(*n),
-            Some(_) => SizeHint::default(),
         }
     }
 }

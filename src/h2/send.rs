@@ -232,8 +232,9 @@ fn has_body(status: StatusCode) -> bool {
 pub(super) struct Upload {
     /// Sending on it stops the upload; dropping it unsent lets the upload finish.
     stop: Option<oneshot::Sender<()>>,
-    /// The request body's error, if it failed (read by the response side to report it).
-    failed: Arc<Mutex<Option<BoxError>>>,
+    /// The request body's error, if it failed (read by the response side to report it);
+    /// `None` without a body (no allocation for the usual GET).
+    failed: Option<Arc<Mutex<Option<BoxError>>>>,
     /// The request may be sent again after a reset: idempotent, and no body.
     replay_safe: bool,
 }
@@ -250,7 +251,7 @@ impl Upload {
     fn none(replay_safe: bool) -> Upload {
         Upload {
             stop: None,
-            failed: Arc::default(),
+            failed: None,
             replay_safe,
         }
     }
@@ -264,7 +265,7 @@ impl Upload {
         };
         let upload = Upload {
             stop: Some(tx),
-            failed,
+            failed: Some(failed),
             replay_safe: false,
         };
         (upload, end)
@@ -284,7 +285,11 @@ impl Upload {
     /// The response side failed with `e`: reports the request body's error if that is what
     /// reset the stream, else `e` in the pool's terms. Stops the upload.
     pub(super) fn error(self, addr: super::Target, e: ::h2::Error) -> H2Error {
-        match crate::sync::lock(&self.failed).take() {
+        match self
+            .failed
+            .as_ref()
+            .and_then(|f| crate::sync::lock(f).take())
+        {
             Some(body_error) => H2Error::RequestBody(body_error),
             None => H2Error::from_h2_sent(addr, e, self.replay_safe),
         }
