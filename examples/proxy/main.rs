@@ -40,7 +40,8 @@ options:
                                 backend pool that keeps each thread's requests on
                                 connections driven there (default: per-core, as measured
                                 in docs/throughput.md)
-  --max-conns-per-backend N     pooled connections per backend (default 4)
+  --max-conns-per-backend N     pooled connections per backend (default 4, or one per
+                                thread with --runtime per-core if that is more)
   --connect-timeout-ms MS       backend connect timeout (default 1000)
   --acquire-timeout-ms MS       wait for a pooled connection at most this long (default 2000)
   --min-conns-per-backend N     connections kept open to each backend (default 0)
@@ -95,7 +96,8 @@ struct Args {
     threads: usize,
     /// `None`: chosen by the thread count (see `--help`).
     runtime: Option<RuntimeModel>,
-    max_conns: usize,
+    /// `None`: the default (see `max_conns`).
+    max_conns: Option<usize>,
     connect_timeout: Duration,
     acquire_timeout: Duration,
     min_conns: usize,
@@ -116,6 +118,17 @@ impl Args {
     fn runtime(&self) -> RuntimeModel {
         self.runtime.unwrap_or(RuntimeModel::PerCore)
     }
+
+    /// `--max-conns-per-backend`, by default 4, or one per thread with `--runtime per-core`
+    /// when there are more (each thread's requests then use a connection driven on it; with
+    /// 6 threads on 2 vCPUs and 2 connections per backend the per-core proxy served half
+    /// of what it did with 4, docs/throughput.md).
+    fn max_conns(&self) -> usize {
+        self.max_conns.unwrap_or(match self.runtime() {
+            RuntimeModel::PerCore => self.threads.max(4),
+            RuntimeModel::Multi => 4,
+        })
+    }
 }
 
 /// `Ok(None)` means `--help` was asked for.
@@ -126,7 +139,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         ca_file: None,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         runtime: None,
-        max_conns: 4,
+        max_conns: None,
         connect_timeout: Duration::from_millis(1000),
         acquire_timeout: Duration::from_millis(2000),
         min_conns: 0,
@@ -171,7 +184,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     }
                 }
             }
-            "--max-conns-per-backend" => parsed.max_conns = parse_positive(&flag, &value()?)?,
+            "--max-conns-per-backend" => {
+                parsed.max_conns = Some(parse_positive(&flag, &value()?)?);
+            }
             "--connect-timeout-ms" => parsed.connect_timeout = parse_millis(&flag, &value()?)?,
             "--acquire-timeout-ms" => {
                 parsed.acquire_timeout = parse_millis(&flag, &value()?)?;
@@ -443,7 +458,7 @@ fn build_pool(args: &Args) -> Result<H2Pool, String> {
         return Err("--ca-file needs the `rustls` feature".into());
     }
     builder
-        .max_connections_per_backend(args.max_conns)
+        .max_connections_per_backend(args.max_conns())
         .connect_timeout(args.connect_timeout)
         .acquire_timeout(args.acquire_timeout)
         .response_header_timeout(args.response_header_timeout)
@@ -466,8 +481,19 @@ fn banner(args: &Args, local: SocketAddr) {
     println!(
         "proxy: listening on {local} (h2c prior knowledge and HTTP/1.1), {} {model}, \
          up to {} connections per backend",
-        args.threads, args.max_conns
+        args.threads,
+        args.max_conns()
     );
+    if args.runtime() == RuntimeModel::PerCore && args.max_conns() < args.threads {
+        println!(
+            "proxy: note: {} threads share {} connection(s) per backend: the threads without \
+             one of their own hand their requests to other threads' connections (a wake-up \
+             across threads each way); --max-conns-per-backend {} avoids that",
+            args.threads,
+            args.max_conns(),
+            args.threads
+        );
+    }
     for (i, b) in args.backends.iter().enumerate() {
         println!("  backend {i}: {b}");
     }
