@@ -5,7 +5,8 @@
 //! runtime's reactor. A request from another runtime that opens a stream there costs two
 //! wake-ups across threads: the driver's, to send the request, and the request's, when the
 //! response arrives (an `eventfd` write and a stolen cache line each; docs/throughput.md
-//! measured 0.6 such wake-ups per request and 20 % fewer requests per second on two cores).
+//! measured 0.6 such wake-ups per request and a quarter fewer requests per second on two
+//! cores).
 //!
 //! So a connection opened from a `current_thread` runtime is driven on that runtime (its
 //! [`Home`]), and each backend remembers, per runtime, the slot of a connection at home

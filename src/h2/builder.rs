@@ -365,8 +365,10 @@ impl H2PoolBuilder {
     /// Builds the pool. No connection is opened until the first request.
     ///
     /// Must be called from within a tokio runtime: the pool spawns a sweeper task (idle and
-    /// over-age connections) on it, and later one driver task per connection. The sweeper
-    /// stops when the last clone of the pool is dropped.
+    /// over-age connections) on it, and later one driver task per connection, there or, for
+    /// a connection opened from another `current_thread` runtime, on that one (see "Runtime
+    /// affinity" in the [module docs](super)). The sweeper stops when the last clone of the
+    /// pool is dropped.
     ///
     /// # Errors
     /// [`H2Error::NoRuntime`] outside a tokio runtime; [`H2Error::InvalidConfig`] for a
