@@ -23,59 +23,17 @@
 //! Run: `cargo bench --bench end_to_end`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 #[path = "common/h2.rs"]
 mod common;
-use common::{client, server, Client, CLIENTS};
+use common::{client, run, runtime, server, CLIENTS};
 
 /// Requests in flight.
 const IN_FLIGHT: [usize; 3] = [1, 16, 128];
-
-/// A tokio runtime with one worker thread, like one event loop of a proxy.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Sends `total` requests from `in_flight` tasks; returns the wall time and each request's
-/// latency in nanoseconds.
-async fn run(c: &Client, uri: &http::Uri, in_flight: usize, total: u64) -> (Duration, Vec<u64>) {
-    let left = Arc::new(AtomicU64::new(total));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|worker| {
-            let c = c.clone();
-            let uri = uri.clone();
-            let left = left.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                // Relaxed: only the count matters.
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let t = Instant::now();
-                    c.request(&uri, worker).await;
-                    lat.push(t.elapsed().as_nanos() as u64);
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(total as usize);
-    for t in tasks {
-        all.extend(t.await.expect("worker"));
-    }
-    (start.elapsed(), all)
-}
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

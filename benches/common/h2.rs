@@ -11,7 +11,9 @@
 //! `i % n`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -159,4 +161,52 @@ pub async fn client(name: &str, addr: SocketAddr) -> Client {
         }
         other => unreachable!("unknown client {other}"),
     }
+}
+
+/// A tokio runtime with one worker thread, like one event loop of a proxy.
+#[allow(dead_code)] // the benches' (instr_count runs everything on one runtime of its own)
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Sends `total` requests from `in_flight` tasks; returns the wall time and each request's
+/// latency in nanoseconds.
+#[allow(dead_code)] // the benches'
+pub async fn run(
+    c: &Client,
+    uri: &http::Uri,
+    in_flight: usize,
+    total: u64,
+) -> (Duration, Vec<u64>) {
+    let left = Arc::new(AtomicU64::new(total));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|worker| {
+            let c = c.clone();
+            let uri = uri.clone();
+            let left = left.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                // Relaxed: only the count matters.
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let t = Instant::now();
+                    c.request(&uri, worker).await;
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(total as usize);
+    for t in tasks {
+        all.extend(t.await.expect("worker"));
+    }
+    (start.elapsed(), all)
 }
