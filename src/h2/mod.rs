@@ -115,8 +115,11 @@
 //! another core per request. Only when its runtime's connection is busy or full, or no slot
 //! is empty, does it go on with step 1, where any connection will do: a busy core overflows
 //! onto the others' connections instead of waiting. A runtime that ends takes the
-//! connections it drives with it; their slots are emptied at once. On a multi-thread runtime
-//! none of this applies (its workers run any task anyway).
+//! connections it drives with it; their slots are emptied at once. Give the pool at least
+//! one slot per runtime: a runtime that finds none empty has no connection of its own.
+//! Warm-up connections ([`min_connections_per_backend`](H2PoolBuilder::min_connections_per_backend))
+//! are opened by the pool's sweeper, so they are at home on the runtime the pool was built
+//! on. On a multi-thread runtime none of this applies (its workers run any task anyway).
 //!
 //! # Multiplexing: what the token stands for
 //! A slot's token is exclusive, but an HTTP/2 connection carries many streams at once. Here
