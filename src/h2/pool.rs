@@ -347,8 +347,8 @@ impl H2Pool {
     /// pseudo-headers.
     ///
     /// Must be polled within a tokio runtime: the pool's, or another one that runs as long as
-    /// its connections are used (see "Runtime affinity" in the module docs). Dropping the future at
-    /// any point leaves no slot in use.
+    /// its connections are used (see "Runtime affinity" in the module docs). Dropping the
+    /// future at any point leaves no slot in use.
     ///
     /// # Errors
     /// [`H2Error::UnknownBackend`]; [`H2Error::Connect`], [`H2Error::ConnectTimeout`],

@@ -58,8 +58,8 @@ impl H2Pool {
     /// A body whose [`is_end_stream`](http_body::Body::is_end_stream) is true is not polled:
     /// END_STREAM goes with the headers. Any other body is streamed into the stream by a task
     /// spawned on the pool's runtime (or the caller's, if it is a `current_thread` one),
-    /// chunk by chunk as the backend's flow-control window
-    /// allows (nothing is buffered beyond the frame in hand), with its trailers at the end.
+    /// chunk by chunk as the backend's flow-control window allows (nothing is buffered beyond
+    /// the frame in hand), with its trailers at the end.
     /// The upload runs on while the response is read; it stops (and resets the stream) if
     /// the backend resets the stream, the connection fails, or the response side (this
     /// future, or the [`Body`] before its end) is dropped.
