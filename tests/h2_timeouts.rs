@@ -23,6 +23,9 @@ enum Stuck {
     BeforeHead,
     /// Sends the head, then never a byte of body.
     AfterHead,
+    /// Sends the head, then a small data frame every 2 ms without end: a reader slower than
+    /// that always finds data ready.
+    Endless,
 }
 
 /// An h2c backend that accepts every stream and then stalls as `mode` says; each stream's
@@ -57,6 +60,25 @@ async fn stuck_backend(mode: Stuck) -> (SocketAddr, mpsc::UnboundedReceiver<h2::
                                     return;
                                 };
                                 std::future::poll_fn(|cx| send.poll_reset(cx)).await
+                            }
+                            Stuck::Endless => {
+                                let Ok(mut send) =
+                                    respond.send_response(http::Response::new(()), false)
+                                else {
+                                    return;
+                                };
+                                loop {
+                                    let reset = tokio::time::timeout(
+                                        Duration::from_millis(2),
+                                        std::future::poll_fn(|cx| send.poll_reset(cx)),
+                                    );
+                                    if let Ok(reason) = reset.await {
+                                        break reason;
+                                    }
+                                    if send.send_data(Bytes::from_static(b"more"), false).is_err() {
+                                        return;
+                                    }
+                                }
                             }
                         };
                         if let Ok(reason) = reason {
@@ -196,6 +218,46 @@ async fn request_timeout_bounds_the_response_body() {
         "{err:?}"
     );
     assert!(!err.is_retryable());
+    assert_eq!(next_reset(&mut resets).await, h2::Reason::CANCEL);
+    assert_freed(&pool).await;
+}
+
+/// The limit holds for a body that keeps coming too: a reader slower than the backend finds
+/// a frame ready at every poll, and the body still fails once the limit has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_bounds_a_response_body_that_never_pauses() {
+    let (addr, mut resets) = stuck_backend(Stuck::Endless).await;
+    let pool = H2Pool::builder([addr])
+        .request_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, pool.send(0, get()))
+        .await
+        .expect("send ends")
+        .expect("the head comes in time");
+    let mut body = response.into_body();
+    // Let frames pile up (past the limit) and read slower than they come, so that no read
+    // has to wait: the body never returns `Pending`.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frames = async {
+        let mut frames = 0usize;
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => frames += 1,
+                Some(Err(e)) => return (frames, e),
+                None => panic!("an endless body ended"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (frames, err) = tokio::time::timeout(LIMIT, frames)
+        .await
+        .expect("the limit ends the body");
+    eprintln!("{frames} frames read before the limit took effect");
+    assert!(
+        matches!(err, H2Error::RequestTimeout { sent: true, .. }),
+        "{err:?}"
+    );
     assert_eq!(next_reset(&mut resets).await, h2::Reason::CANCEL);
     assert_freed(&pool).await;
 }

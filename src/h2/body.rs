@@ -80,7 +80,8 @@ struct Stream {
 }
 
 /// The request's time limit over the body. Its timer is armed only when the body first has
-/// to wait: a body that has arrived whole (the usual small response) costs no timer.
+/// to wait or returns a frame with more to come: a body that has arrived whole (the usual
+/// small response, read in one frame) costs no timer.
 struct Limit {
     deadline: Deadline,
     /// Armed at the first wait.
@@ -151,7 +152,18 @@ impl http_body::Body for Body {
         match this.poll_stream(cx) {
             // About to wait: the limit must be able to wake this body.
             Poll::Pending => this.ran_out(cx, true).unwrap_or(Poll::Pending),
-            ready => ready,
+            ready => {
+                // More to come: the limit is armed now, and looked at from the next poll on,
+                // even if this body never has to wait (a reader slower than the backend).
+                if this
+                    .stream
+                    .as_ref()
+                    .is_some_and(|s| !s.recv.is_end_stream())
+                {
+                    this.arm();
+                }
+                ready
+            }
         }
     }
 
@@ -201,6 +213,16 @@ impl Body {
             timeout,
             sent: true,
         }))))
+    }
+
+    /// Sets the time limit's timer, if there is a limit and its timer is not set yet (it is
+    /// polled, and so registered, by the next [`ran_out`](Body::ran_out)).
+    fn arm(&mut self) {
+        if let Some(limit) = self.stream.as_mut().and_then(|s| s.deadline.as_mut()) {
+            if limit.sleep.is_none() {
+                limit.sleep = Some(Box::pin(tokio::time::sleep_until(limit.deadline.at)));
+            }
+        }
     }
 
     /// The next frame of the stream, with no regard to the time limit.
