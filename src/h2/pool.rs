@@ -505,15 +505,7 @@ impl H2Pool {
         key: impl Into<String>,
         target: impl super::IntoTarget,
     ) -> Result<usize, H2Error> {
-        let target = target
-            .into_target()
-            .map_err(|e| H2Error::InvalidConfig(e.to_string()))?;
-        if target.is_tls() && !self.inner.admission.connector.has_tls() {
-            return Err(H2Error::InvalidConfig(format!(
-                "`{target}` needs TLS: build the pool with a TLS configuration \
-                 (H2PoolBuilder::tls) or an https:// backend"
-            )));
-        }
+        let target = self.usable_target(target)?;
         let index = self.inner.backends.add(key.into(), target, 1)?;
         tracing::info!(backend = index, "backend added");
         Ok(index)
@@ -550,18 +542,25 @@ impl H2Pool {
         key: &str,
         target: impl super::IntoTarget,
     ) -> Result<usize, H2Error> {
+        let target = self.usable_target(target)?;
+        let (index, old) = self.inner.backends.replace(key, target)?;
+        let drained = old.pool.drain_all();
+        tracing::info!(backend = index, drained, "backend replaced");
+        Ok(index)
+    }
+
+    /// `target` parsed, if this pool can connect to it (an `https://` one needs TLS).
+    fn usable_target(&self, target: impl super::IntoTarget) -> Result<Target, H2Error> {
         let target = target
             .into_target()
             .map_err(|e| H2Error::InvalidConfig(e.to_string()))?;
         if target.is_tls() && !self.inner.admission.connector.has_tls() {
             return Err(H2Error::InvalidConfig(format!(
-                "`{target}` needs TLS: build the pool with a TLS configuration"
+                "`{target}` needs TLS: build the pool with a TLS configuration \
+                 (H2PoolBuilder::tls) or an https:// backend"
             )));
         }
-        let (index, old) = self.inner.backends.replace(key, target)?;
-        let drained = old.pool.drain_all();
-        tracing::info!(backend = index, drained, "backend replaced");
-        Ok(index)
+        Ok(target)
     }
 
     /// The address of `backend`, or `None` for an unknown index.
